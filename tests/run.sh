@@ -33,6 +33,7 @@ if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
 .venv/bin/pip install -q --upgrade pip >/dev/null 2>&1 || true
-.venv/bin/pip install -q -e '.[test]'
+# compat mode puts the checkout on sys.path, so twistd finds twisted/plugins/axigen_fe_plugin.py
+.venv/bin/pip install -q -e '.[test]' --config-settings editable_mode=compat
 
 exec .venv/bin/python -m pytest -p no:cacheprovider -n 2 --dist loadgroup "$@"

@@ -1,0 +1,1 @@
+"""Configuration: one TOML file parsed once into frozen objects (see L{load.load})."""

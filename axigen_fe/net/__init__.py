@@ -1,0 +1,1 @@
+"""Networking shared by every proxy: listeners, TLS contexts, back-end connections, relay."""

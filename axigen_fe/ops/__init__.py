@@ -1,0 +1,1 @@
+"""Operations: session logs, masking, metrics."""

@@ -1,0 +1,58 @@
+"""Per-session log lines in the AXIGEN style: C{SERVICE:session-id: message}.
+
+Every line a session writes carries the service, a session id unique within the
+node, and the client's address, so one C{grep} answers "who, from where, to which
+back-end, why". Passwords never reach this module: callers pass user names only.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+from twisted.logger import Logger
+
+
+class SessionIds:
+    """Hands out session ids; one per service factory (no global counter)."""
+
+    def __init__(self, node: str, service: str) -> None:
+        self._prefix = f"{node}-{service}"
+        self._counter = itertools.count(1)
+
+    def next(self) -> str:
+        return f"{next(self._counter):08X}"
+
+
+class SessionLog:
+    """Log lines for one session, with its id and peer in every structured event."""
+
+    _log = Logger(namespace="axigen_fe.session")
+
+    __slots__ = ("service", "session", "peer")
+
+    def __init__(self, service: str, session: str, peer: str) -> None:
+        self.service = service
+        self.session = session
+        self.peer = peer
+
+    def _emit(self, level: str, fmt: str, fields: dict[str, Any]) -> None:
+        getattr(self._log, level)(
+            "{service}:{session}: " + fmt,
+            service=self.service.upper(),
+            session=self.session,
+            peer=self.peer,
+            **fields,
+        )
+
+    def info(self, fmt: str, **fields: Any) -> None:
+        self._emit("info", fmt, fields)
+
+    def warn(self, fmt: str, **fields: Any) -> None:
+        self._emit("warn", fmt, fields)
+
+    def error(self, fmt: str, **fields: Any) -> None:
+        self._emit("error", fmt, fields)
+
+    def debug(self, fmt: str, **fields: Any) -> None:
+        self._emit("debug", fmt, fields)
