@@ -2,27 +2,14 @@
 
 from __future__ import annotations
 
-import importlib
 import sys
 from pathlib import Path
-from typing import Any
 
-from twisted.application.service import IService, MultiService, Service
-from twisted.internet.defer import Deferred
+from twisted.application.service import MultiService
 from twisted.python import usage
 
 from axigen_fe.config.load import ConfigError, load
-from axigen_fe.config.model import NodeConfiguration
-from axigen_fe.usermap.build import UserMaps
-
-#: config table -> module whose make_service(reactor, config, service_config, usermap) builds it
-SERVICE_MODULES = {
-    "imap": "axigen_fe.imap.service",
-    "pop3": "axigen_fe.pop3.service",
-    "smtp": "axigen_fe.smtp.service",
-    "submission": "axigen_fe.smtp.service",
-    "webmail": "axigen_fe.webmail.service",
-}
+from axigen_fe.node import build_node
 
 
 class Options(usage.Options):
@@ -37,6 +24,20 @@ class Options(usage.Options):
     optParameters = [
         ["config", "c", None, "TOML configuration file (etc/axigen-fe.toml documents every key)."],
         ["demo-host", None, "127.0.0.1", "With --demo: address the demo listeners bind to."],
+        [
+            "demo-base-port",
+            None,
+            10000,
+            "With --demo: ports are this plus 143 (IMAP), 110 (POP3), 25 (SMTP), 587 "
+            "(submission), 389 (LDAP); the back-ends' are 1000 higher.",
+            int,
+        ],
+        [
+            "demo-backends",
+            None,
+            "127.0.0.11,127.0.0.12",
+            "With --demo: the two back-ends' loopback addresses, comma-separated.",
+        ],
     ]
     optFlags = [["demo", None, "Run the embedded demo (no external servers needed)."]]
 
@@ -47,37 +48,15 @@ class Options(usage.Options):
             raise usage.UsageError("--config and --demo exclude each other")
 
 
-class _UserMapsService(Service):
-    """Closes the LDAP connectors' pooled connections when the node stops."""
-
-    def __init__(self, maps: UserMaps) -> None:
-        self.maps = maps
-
-    def stopService(self) -> Deferred[None]:
-        super().stopService()
-        return Deferred.fromCoroutine(self.maps.close())
-
-
-def build_node(reactor: Any, config: NodeConfiguration) -> MultiService:
-    """One child per configured proxy service, all sharing the node's user maps."""
-    node = MultiService()
-    maps = UserMaps(reactor, config)
-    _UserMapsService(maps).setServiceParent(node)
-    for kind, scfg in config.services.items():
-        module = importlib.import_module(SERVICE_MODULES[kind])
-        service: IService = module.make_service(reactor, config, scfg, maps.maps[scfg.usermap])
-        service.setName(kind)
-        service.setServiceParent(node)
-    return node
-
-
 def makeService(options: Options) -> MultiService:
     from twisted.internet import reactor
 
     if options["demo"]:
         from axigen_fe.demo.node import make_demo_service
 
-        return make_demo_service(reactor, options["demo-host"])
+        first, _, second = options["demo-backends"].partition(",")
+        backends = (first.strip(), second.strip())
+        return make_demo_service(reactor, options["demo-host"], options["demo-base-port"], backends)
     try:
         config = load(Path(options["config"]))
     except ConfigError as e:
