@@ -9,7 +9,10 @@ filter objects here, so the rest of the code never builds filter strings by hand
 
 from __future__ import annotations
 
+import copy
+import os
 import re
+from functools import lru_cache
 from typing import Any
 
 from axigen_fe.ldap._ldaptor import InvalidLDAPFilter, parse_filter_text, pureldap
@@ -159,8 +162,68 @@ def parse_filter(text: str) -> Any:
 
 
 def build_filter(template: str, address: str) -> Any:
-    """L{expand_filter} then L{parse_filter}: the filter object to search with."""
-    return parse_filter(expand_filter(template, address))
+    """The filter object to search with: C{parse_filter(expand_filter(template, address))}.
+
+    Parsing with ldaptor's pyparsing grammar costs milliseconds, more than the search
+    itself, so each template is parsed once (L{_compiled}) with sentinels where the
+    placeholders stand, and a lookup only copies that tree and puts the address parts
+    in. The values go into the parsed tree as raw strings, never through the parser,
+    so they need no escaping there and cannot change the filter's structure.
+    """
+    tree = _compiled(template)
+    address = normalize_address(address)
+    local, at, domain = address.rpartition("@")
+    if not at:
+        local, domain = address, ""
+    values = {_SENTINELS["e"]: address, _SENTINELS["u"]: local, _SENTINELS["d"]: domain}
+    built = copy.deepcopy(tree)
+    _substitute(built, values)
+    return built
+
+
+# Random per process, so no operator's literal filter text can collide with them.
+_SENTINELS = {k: f"axfe{os.urandom(6).hex()}{k}" for k in "eud"}
+_SENTINEL_RE = re.compile("|".join(_SENTINELS.values()))
+
+
+@lru_cache(maxsize=64)
+def _compiled(template: str) -> Any:
+    """The template parsed once, with each placeholder replaced by its sentinel."""
+
+    def placeholder(match: re.Match[str]) -> str:
+        key = match.group(1)
+        if key == "%":
+            return "%"
+        if key not in _SENTINELS:
+            expand_filter(template, "probe@example.com")  # raises the FilterError that names it
+        return _SENTINELS[key]
+
+    return parse_filter(_PLACEHOLDER.sub(placeholder, template))
+
+
+def _put(value: Any, values: dict[str, str]) -> Any:
+    if isinstance(value, str) and "axfe" in value:
+        value = _SENTINEL_RE.sub(lambda m: values[m.group(0)], value)
+        if not value:
+            # what the text path's parser refuses too: "(dc=)" is no filter
+            raise FilterError("the address leaves a filter value empty; it cannot be searched")
+    return value
+
+
+def _substitute(node: Any, values: dict[str, str]) -> None:
+    """Replace the sentinels in a copied template tree by the address parts."""
+    if isinstance(node, (pureldap.LDAPFilter_and, pureldap.LDAPFilter_or)):
+        for child in node:
+            _substitute(child, values)
+    elif isinstance(node, pureldap.LDAPFilter_not):
+        _substitute(node.value, values)
+    elif isinstance(node, pureldap.LDAPAttributeValueAssertion):
+        node.assertionValue.value = _put(node.assertionValue.value, values)
+    elif isinstance(node, pureldap.LDAPFilter_substrings):
+        for part in node.substrings:
+            part.value = _put(part.value, values)
+    elif isinstance(node, pureldap.LDAPFilter_extensibleMatch):
+        node.matchValue.value = _put(node.matchValue.value, values)
 
 
 def validate_template(template: str) -> None:
