@@ -35,7 +35,6 @@ from pathlib import Path
 
 from tests.integration.directory_data import MASTER_PASSWORD, MASTER_USER, User
 from tests.integration.servers.pki import IssuedCert
-from tests.integration.servers.ports import wait_for_port
 
 DOVECOT_BIN = shutil.which("dovecot", path="/usr/sbin:/usr/bin:/sbin:/bin") or "/usr/sbin/dovecot"
 #: system user that owns the mailboxes (Dovecot refuses uid 0 for mail access)
@@ -130,7 +129,18 @@ class Dovecot:
 
     @property
     def pid(self) -> int | None:
+        """PID of the C{dovecot -F} master (our child), None when not started."""
         return self.process.pid if self.process is not None else None
+
+    @property
+    def ports(self) -> dict[str, int]:
+        return {
+            "imap": self.imap_port,
+            "imaps": self.imaps_port,
+            "pop3": self.pop3_port,
+            "pop3s": self.pop3s_port,
+            "lmtp": self.lmtp_port,
+        }
 
     def home(self, address: str) -> Path:
         local, _, domain = address.partition("@")
@@ -154,7 +164,10 @@ class Dovecot:
 
     def _write_passdbs(self) -> None:
         # {PLAIN.B64}: the password may hold ':', spaces, quotes, backslashes and UTF-8
-        lines = [f"{address}:{{PLAIN.B64}}{_b64(u.password)}::::::" for address, u in sorted(self.users.items())]
+        lines = [
+            f"{address}:{{PLAIN.B64}}{_b64(u.password)}::::::"
+            for address, u in sorted(self.users.items())
+        ]
         passwd = self.directory / "passwd"
         passwd.write_text("\n".join(lines) + "\n")
         masters = self.directory / "masters"
@@ -170,6 +183,8 @@ class Dovecot:
         hostname = f"backend-{self.label}"
         for n, address in enumerate(sorted(self.users)):
             maildir = self.maildir(address)
+            if (maildir / "new").is_dir():
+                continue  # seeded already (prepare() called again, e.g. after a port clash)
             for sub in ("cur", "new", "tmp"):
                 (maildir / sub).mkdir(parents=True, exist_ok=True)
             msg = welcome_message(self.label, address)
@@ -177,7 +192,7 @@ class Dovecot:
             (maildir / "new" / name).write_bytes(msg)
             # chown the whole tree from the domain dir down
             domain_dir = self.home(address).parent
-            for root, dirs, files in os.walk(domain_dir):
+            for root, _dirs, files in os.walk(domain_dir):
                 os.chown(root, mail.pw_uid, mail.pw_gid)
                 for f in files:
                     os.chown(os.path.join(root, f), mail.pw_uid, mail.pw_gid)
@@ -273,6 +288,14 @@ service lmtp {{
     port = {self.lmtp_port}
   }}
 }}
+# No auth penalty: it delays every auth from an IP by 2..15 s after failed logins from
+# it (login_trusted_networks does not exempt), which would make tests order-dependent.
+# The auth process finds no "anvil-auth-penalty" socket (ENOENT) and disables it.
+service anvil {{
+  unix_listener anvil-auth-penalty {{
+    path = anvil-auth-penalty-disabled
+  }}
+}}
 service auth {{
   unix_listener {self.auth_socket} {{
     mode = 0666
@@ -306,7 +329,13 @@ protocol lmtp {{
         finally:
             stderr.close()
         deadline = time.monotonic() + timeout
-        for port in (self.imap_port, self.imaps_port, self.pop3_port, self.pop3s_port, self.lmtp_port):
+        for port in (
+            self.imap_port,
+            self.imaps_port,
+            self.pop3_port,
+            self.pop3s_port,
+            self.lmtp_port,
+        ):
             while True:
                 if self.process.poll() is not None:
                     raise RuntimeError(
@@ -319,31 +348,37 @@ protocol lmtp {{
                 except OSError:
                     if time.monotonic() > deadline:
                         self.stop()
-                        raise TimeoutError(f"dovecot {self.label}: nothing on {self.host}:{port}\n{self.log_text()}")
+                        raise TimeoutError(
+                            f"dovecot {self.label}: nothing on {self.host}:{port}\n"
+                            + self.log_text()
+                        ) from None
                     time.sleep(0.05)
         while not self.auth_socket.exists():
             if time.monotonic() > deadline:
                 raise TimeoutError(f"dovecot {self.label}: no {self.auth_socket}")
             time.sleep(0.05)
 
+    def request_stop(self) -> None:
+        """Send SIGTERM to the master (by PID) without waiting: stop several at once."""
+        proc = self.process
+        if proc is not None and proc.poll() is None:
+            os.kill(proc.pid, signal.SIGTERM)
+
     def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM the master (C{dovecot -F}, our child) and wait for it to exit."""
         proc = self.process
         if proc is None:
             return
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait(5)
+        self.request_stop()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(5)
         self.process = None
 
     def is_running(self) -> bool:
         return self.process is not None and self.process.poll() is None
-
-    def wait_ready(self) -> None:
-        wait_for_port(self.host, self.imap_port)
 
     # ----------------------------------------------------------- inspection
 
@@ -376,6 +411,30 @@ protocol lmtp {{
                 out.extend(m.read_bytes() for m in moved[:1])
         return out
 
+    def wait_for_log(self, needle: str, timeout: float = 10.0) -> str:
+        """Poll the log until C{needle} appears (the log process writes asynchronously)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            text = self.log_text()
+            if needle in text:
+                return text
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{needle!r} not in dovecot {self.label} log:\n{text[-4000:]}")
+            time.sleep(0.05)
+
+    def add_message(self, address: str, raw: bytes) -> Path:
+        """Drop C{raw} into C{address}'s INBOX (maildir new/), as a local delivery would."""
+        mail = pwd.getpwnam(MAIL_USER)
+        maildir = self.maildir(address)
+        unique = f"M{time.time_ns() % 10**9}P{os.getpid()}"
+        name = f"{int(time.time())}.{unique}.backend-{self.label},S={len(raw)}"
+        tmp = maildir / "tmp" / name
+        tmp.write_bytes(raw)
+        os.chown(tmp, mail.pw_uid, mail.pw_gid)
+        final = maildir / "new" / name
+        os.rename(tmp, final)
+        return final
+
     def wait_for_message(self, address: str, needle: bytes, timeout: float = 15.0) -> bytes:
         """Poll C{address}'s INBOX until a message containing C{needle} shows up; return it."""
         deadline = time.monotonic() + timeout
@@ -384,7 +443,9 @@ protocol lmtp {{
                 if needle in msg:
                     return msg
             if time.monotonic() > deadline:
-                raise TimeoutError(f"no message with {needle!r} for {address} on dovecot {self.label}")
+                raise TimeoutError(
+                    f"no message with {needle!r} for {address} on dovecot {self.label}"
+                )
             time.sleep(0.1)
 
 

@@ -31,6 +31,8 @@ which also gives real AUTH PLAIN/LOGIN on both ports.
 
 from __future__ import annotations
 
+import grp
+import json
 import os
 import pwd
 import signal
@@ -101,7 +103,12 @@ class Postfix:
 
     @property
     def pid(self) -> int | None:
+        """PID of C{master} (our child), None when not started."""
         return self.process.pid if self.process is not None else None
+
+    @property
+    def ports(self) -> dict[str, int]:
+        return {"smtp": self.smtp_port, "submission": self.submission_port}
 
     # ---------------------------------------------------------------- set-up
 
@@ -116,21 +123,52 @@ class Postfix:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.directory.chmod(0o755)
         self.config_directory.mkdir(exist_ok=True)
-        self.queue_directory.mkdir(exist_ok=True)
-        self.data_directory.mkdir(exist_ok=True)
-        # post-install creates the queue subdirectories but does not chown an existing
-        # data_directory; master refuses to run with a data_directory not owned by mail_owner
-        postfix_user = pwd.getpwnam("postfix")
-        os.chown(self.data_directory, postfix_user.pw_uid, postfix_user.pw_gid)
         (self.config_directory / "vmailbox").write_text(
             "".join(f"{address} OK\n" for address in sorted(self.users)) or "# nobody\n"
         )
         (self.config_directory / "main.cf").write_text(self._main_cf())
         (self.config_directory / "master.cf").write_text(self._master_cf())
+        # Postfix rereads a configuration file modified within the last ~2 seconds until it
+        # is older (6 x 300 ms at start-up): backdate them to start at once.
+        old = time.time() - 60
+        for f in self.config_directory.iterdir():
+            os.utime(f, (old, old))
         self.log_file.touch()
-        # "postfix check" runs post-install create-missing: queue dirs with the right
-        # owners (postfix / postdrop), data_directory owned by mail_owner.
-        self._postfix("check")
+        self._create_queue()
+
+    def _create_queue(self) -> None:
+        """Queue and data directories with the owners and modes of /etc/postfix/postfix-files.
+
+        (What "postfix check" / "post-install create-missing" would do, minus their seconds of
+        integrity checks; master refuses a data_directory not owned by mail_owner.)
+        """
+        owner = pwd.getpwnam("postfix")
+        postdrop = grp.getgrnam("postdrop").gr_gid
+        specs = [
+            (self.data_directory, owner.pw_uid, owner.pw_gid, 0o700),
+            (self.queue_directory, 0, 0, 0o755),
+            (self.queue_directory / "pid", 0, 0, 0o755),
+        ]
+        for sub in (
+            "active",
+            "bounce",
+            "corrupt",
+            "defer",
+            "deferred",
+            "flush",
+            "hold",
+            "incoming",
+            "private",
+            "saved",
+            "trace",
+        ):
+            specs.append((self.queue_directory / sub, owner.pw_uid, 0, 0o700))
+        specs.append((self.queue_directory / "maildrop", owner.pw_uid, postdrop, 0o730))
+        specs.append((self.queue_directory / "public", owner.pw_uid, postdrop, 0o710))
+        for path, uid, gid, mode in specs:
+            path.mkdir(exist_ok=True)
+            os.chown(path, uid, gid)
+            path.chmod(mode)
 
     def _postfix(self, *args: str) -> subprocess.CompletedProcess:
         res = subprocess.run(
@@ -313,15 +351,31 @@ postlog   unix-dgram n  -       n       -       1       postlogd
                     rc = self.process.returncode
                     self.process = None
                     raise RuntimeError(
-                        f"postfix {self.label} master exited with {rc}:\n"
+                        f"postfix {self.label} master exited with {rc}:{self._ports_in_use()}\n"
                         f"{self.stderr_file.read_text(errors='replace')}\n{self.log_text()}"
                     )
                 if self._greets(port):
                     break
                 if time.monotonic() > deadline:
                     self.stop()
-                    raise TimeoutError(f"postfix {self.label}: no SMTP greeting on {self.host}:{port}\n{self.log_text()}")
+                    raise TimeoutError(
+                        f"postfix {self.label}: no SMTP greeting on {self.host}:{port}\n"
+                        + self.log_text()
+                    )
                 time.sleep(0.05)
+
+    def _ports_in_use(self) -> str:
+        """Why master died at start-up, when a listener could not bind: its fatal message
+        is lost (it goes to postlogd, which master had not spawned yet)."""
+        busy = []
+        for port in (self.smtp_port, self.submission_port):
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    s.bind((self.host, port))
+                except OSError:
+                    busy.append(f"{self.host}:{port}")
+        return f" Address already in use: {', '.join(busy)}" if busy else ""
 
     def _greets(self, port: int) -> bool:
         """True once smtpd answers with a 220 greeting on C{port}."""
@@ -338,17 +392,23 @@ postlog   unix-dgram n  -       n       -       1       postlogd
         except OSError:
             return False
 
+    def request_stop(self) -> None:
+        """Send SIGTERM to master (by PID) without waiting: stop several at once."""
+        proc = self.process
+        if proc is not None and proc.poll() is None:
+            os.kill(proc.pid, signal.SIGTERM)
+
     def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM master (C{master -d}, our child; it stops its own children) and wait."""
         proc = self.process
         if proc is None:
             return
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait(5)
+        self.request_stop()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(5)
         self.process = None
 
     def is_running(self) -> bool:
@@ -373,14 +433,19 @@ postlog   unix-dgram n  -       n       -       1       postlogd
                 raise TimeoutError(f"{needle!r} not in postfix {self.label} log:\n{text[-4000:]}")
             time.sleep(0.1)
 
+    def flush(self) -> None:
+        """Retry deferred mail now (C{postfix flush})."""
+        self._postfix("flush")
+
     def queue_ids(self) -> list[str]:
         """IDs of the messages still in this instance's queue (C{postqueue -j})."""
         res = subprocess.run(
             ["/usr/sbin/postqueue", "-c", str(self.config_directory), "-j"],
-            env=self._env(), capture_output=True, text=True, timeout=30,
+            env=self._env(),
+            capture_output=True,
+            text=True,
+            timeout=30,
         )
-        import json
-
         return [json.loads(line)["queue_id"] for line in res.stdout.splitlines() if line.strip()]
 
 
@@ -391,7 +456,7 @@ def make_postfixes(
     ca_file: Path,
     dovecots: dict,
     root: Path,
-) -> dict[str, "Postfix"]:
+) -> dict[str, Postfix]:
     """One (not yet started) L{Postfix} per label, each delivering to C{dovecots[label]}."""
     from tests.integration.servers.ports import free_port_on_all
 
