@@ -8,10 +8,20 @@ from __future__ import annotations
 
 from typing import TypeVar
 
-from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint, connectProtocol, wrapClientTLS
-from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IProtocol, IStreamClientEndpoint
 from twisted.internet.abstract import isIPAddress, isIPv6Address
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import (
+    HostnameEndpoint,
+    TCP4ClientEndpoint,
+    TCP6ClientEndpoint,
+    wrapClientTLS,
+)
+from twisted.internet.interfaces import (
+    IOpenSSLClientConnectionCreator,
+    IProtocol,
+    IStreamClientEndpoint,
+)
+from twisted.internet.protocol import Factory
 
 from axigen_fe.config.model import TLSMode
 from axigen_fe.net.tls import ClientTLS
@@ -28,7 +38,11 @@ class BackendConnector:
         self._reactor = reactor
         self.tls_mode = tls_mode
         self.timeout = timeout
-        self._tls = ClientTLS(ca_file if isinstance(ca_file, Path) else None) if tls_mode is not TLSMode.NONE else None
+        self._tls = (
+            ClientTLS(ca_file if isinstance(ca_file, Path) else None)
+            if tls_mode is not TLSMode.NONE
+            else None
+        )
 
     def tls_options(self, host: str) -> IOpenSSLClientConnectionCreator:
         """Verifying client TLS options for C{host} (the mapped host name or IP)."""
@@ -50,4 +64,17 @@ class BackendConnector:
 
     def connect(self, host: str, port: int, protocol: P) -> Deferred[P]:
         """Connect C{protocol} to C{host:port}; errback on refusal, timeout or TLS failure."""
-        return connectProtocol(self._endpoint(host, port), protocol)
+        factory = _OneProtocol(protocol)
+        return self._endpoint(host, port).connect(factory).addCallback(lambda _: protocol)
+
+
+class _OneProtocol(Factory):
+    """C{connectProtocol}'s factory, minus its two log lines per connection (C{noisy})."""
+
+    noisy = False
+
+    def __init__(self, protocol: IProtocol) -> None:
+        self._protocol = protocol
+
+    def buildProtocol(self, addr: object) -> IProtocol:  # type: ignore[override]
+        return self._protocol

@@ -9,7 +9,6 @@ closed port (file map) and a tiny in-test back-end that answers 451 to the end o
 from __future__ import annotations
 
 import base64
-import os
 import random
 import re
 import smtplib
@@ -33,8 +32,6 @@ pytestmark = pytest.mark.integration
 
 ALICE = user("alice@example.com")
 BOB = user("bob@example.com")
-#: Postfix's default message_size_limit (10 MB) is below the 30 MB this module sends
-POSTFIX_SIZE_LIMIT = 104857600
 
 
 # ------------------------------------------------------------------ helpers
@@ -168,41 +165,6 @@ class RSSSampler(threading.Thread):
         return self.peak - self.baseline
 
 
-def raise_postfix_size_limit(postfix: object) -> None:
-    """Let the shared Postfix take the 30 MB message (its default limit is 10 MB).
-
-    Done with postconf + reload on the running instance when the fixture does not set
-    the limit itself; existing smtpd processes finish their session, new ones use it.
-    """
-    main_cf = Path(postfix.config_directory) / "main.cf"
-    if re.search(
-        rf"^message_size_limit\s*=\s*(0|{POSTFIX_SIZE_LIMIT}|\d{{9,}})\s*$",
-        main_cf.read_text(),
-        re.M,
-    ):
-        return
-    env = dict(os.environ, MAIL_CONFIG=str(postfix.config_directory))
-    subprocess.run(
-        [
-            "/usr/sbin/postconf",
-            "-c",
-            str(postfix.config_directory),
-            "-e",
-            f"message_size_limit={POSTFIX_SIZE_LIMIT}",
-        ],
-        check=True,
-        env=env,
-        capture_output=True,
-    )
-    subprocess.run(
-        ["/usr/sbin/postfix", "-c", str(postfix.config_directory), "reload"],
-        check=True,
-        env=env,
-        capture_output=True,
-    )
-    time.sleep(1.5)  # master re-reads main.cf and recycles idle smtpd processes
-
-
 # ------------------------------------------------------------------- nodes
 
 
@@ -222,8 +184,6 @@ def main_node(
     """LDAP map; verified STARTTLS to the Postfix back-ends; listeners: inbound STARTTLS,
     submission STARTTLS, submission implicit TLS, submission STARTTLS without the
     loopback exemption (stands for a remote client)."""
-    for pf in postfix_backends.values():
-        raise_postfix_size_limit(pf)
     ports = {
         "mx": free_port(),
         "submission": free_port(),

@@ -218,6 +218,8 @@ biff = no
 append_dot_mydomain = no
 readme_directory = no
 smtputf8_enable = yes
+# the SMTP tests send 30 MB messages; the default limit is 10 MB
+message_size_limit = 104857600
 
 # no DNS at all
 smtp_dns_support_level = disabled
