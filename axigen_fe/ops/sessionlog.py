@@ -24,10 +24,13 @@ class SessionIds:
         return f"{next(self._counter):08X}"
 
 
+#: one Logger for all sessions: a Logger class attribute would build a new Logger per
+#: access (its descriptor binds it to the instance)
+_log = Logger(namespace="axigen_fe.session")
+
+
 class SessionLog:
     """Log lines for one session, with its id and peer in every structured event."""
-
-    _log = Logger(namespace="axigen_fe.session")
 
     __slots__ = ("service", "session", "peer")
 
@@ -37,13 +40,20 @@ class SessionLog:
         self.peer = peer
 
     def _emit(self, level: str, fmt: str, fields: dict[str, Any]) -> None:
-        getattr(self._log, level)(
-            "{service}:{session}: " + fmt,
-            service=self.service.upper(),
-            session=self.session,
-            peer=self.peer,
-            **fields,
-        )
+        """Format once with C{str.format}, hand Twisted a one-field format.
+
+        Twisted's own formatter (C{string.Formatter} with call support) costs ~20 us a
+        field, and every proxied login writes several lines; pre-formatting cuts the
+        per-line cost about in half. The fields still travel in the event, so a JSON
+        observer gets them structured.
+        """
+        service = self.service.upper()
+        values = {"service": service, "session": self.session, "peer": self.peer, **fields}
+        try:
+            text = fmt.format(**values)
+        except (KeyError, IndexError, ValueError, AttributeError):
+            text = f"{fmt} {fields!r}"  # a wrong format string must not lose the event
+        getattr(_log, level)("{line}", line=f"{service}:{self.session}: {text}", **values)
 
     def info(self, fmt: str, **fields: Any) -> None:
         self._emit("info", fmt, fields)
