@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from twisted.application.internet import StreamServerEndpointService
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.endpoints import serverFromString, wrapServerTLS
 from twisted.internet.interfaces import IAddress, IProtocolFactory
-from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.ssl import CertificateOptions
 
 from axigen_fe.config.model import ListenerConfig, TLSMode
@@ -51,14 +51,19 @@ def listener_context(cfg: ListenerConfig) -> ListenerContext:
     tls = None
     if cfg.tls is not TLSMode.NONE and cfg.cert_file is not None:
         tls = server_options(cfg.cert_file, cfg.key_file)
-    return ListenerContext(cfg.endpoint, cfg.tls, tls, cfg.allow_plaintext_without_tls, cfg.loopback_plaintext)
+    return ListenerContext(
+        cfg.endpoint, cfg.tls, tls, cfg.allow_plaintext_without_tls, cfg.loopback_plaintext
+    )
 
 
-def listener_service(reactor: object, ctx: ListenerContext, factory: IProtocolFactory) -> StreamServerEndpointService:
+def listener_service(
+    reactor: object, ctx: ListenerContext, factory: IProtocolFactory
+) -> StreamServerEndpointService:
     """A service that listens on C{ctx.endpoint}, with TLS from the first byte if implicit."""
     endpoint = serverFromString(reactor, ctx.endpoint)
     if ctx.tls is TLSMode.IMPLICIT and ctx.server_tls is not None:
         endpoint = wrapServerTLS(ctx.server_tls, endpoint)
     service = StreamServerEndpointService(endpoint, factory)
-    service._raiseSynchronously = True  # a port in use must stop start-up, not be logged and ignored
+    # a port in use must stop start-up, not be logged and ignored
+    service._raiseSynchronously = True
     return service

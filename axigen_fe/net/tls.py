@@ -11,8 +11,8 @@ from pathlib import Path
 
 from OpenSSL import SSL, crypto
 from twisted.internet import ssl
-from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from twisted.internet._sslverify import IOpenSSLTrustRoot
+from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 
 
 def _pem_blocks(data: bytes, kind: bytes) -> list[bytes]:
