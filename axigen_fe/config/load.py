@@ -29,6 +29,8 @@ from axigen_fe.config.model import (
 T = TypeVar("T")
 
 SERVICE_KINDS = ("imap", "pop3", "smtp", "submission", "webmail")
+#: parsed so the file format is stable, refused until the proxy exists
+NOT_YET_AVAILABLE = ("webmail",)
 DEFAULT_BACKEND_PORTS = {"imap": 143, "pop3": 110, "smtp": 25, "submission": 587, "webmail": 80}
 DEFAULT_GREETINGS = {"imap": "IMAP4rev1 proxy ready", "pop3": "POP3 proxy ready"}
 
@@ -91,11 +93,15 @@ class _Reader:
     def boolean(self, name: str, default: bool) -> bool:
         return bool(self._get(name, bool, "true or false", default))
 
-    def integer(self, name: str, default: int, *, minimum: int = 0, maximum: int | None = None) -> int:
+    def integer(
+        self, name: str, default: int, *, minimum: int = 0, maximum: int | None = None
+    ) -> int:
         value = int(self._get(name, int, "a whole number", default))
         if value < minimum or (maximum is not None and value > maximum):
             upper = f" and {maximum}" if maximum is not None else ""
-            self._ctx.problem(self.key(name), f"{value} is out of range; use a number between {minimum}{upper}")
+            self._ctx.problem(
+                self.key(name), f"{value} is out of range; use a number between {minimum}{upper}"
+            )
             return default
         return value
 
@@ -111,11 +117,13 @@ class _Reader:
         if value is None:
             return default
         if not all(isinstance(v, str) for v in value):
-            self._ctx.problem(self.key(name), "expected a list of strings, e.g. [\"a\", \"b\"]")
+            self._ctx.problem(self.key(name), 'expected a list of strings, e.g. ["a", "b"]')
             return default
         return tuple(value)
 
-    def choice(self, name: str, enum: Callable[[str], Any], default: T, choices: tuple[str, ...]) -> T:
+    def choice(
+        self, name: str, enum: Callable[[str], Any], default: T, choices: tuple[str, ...]
+    ) -> T:
         value = self.string(name)
         if value is None:
             return default
@@ -142,9 +150,16 @@ class _Reader:
             self._ctx.problem(self.key(file_key), f"set either {name} or {file_key}, not both")
         if file_path is not None:
             try:
-                return file_path.read_text(encoding="utf-8").splitlines()[0] if file_path.stat().st_size else ""
+                return (
+                    file_path.read_text(encoding="utf-8").splitlines()[0]
+                    if file_path.stat().st_size
+                    else ""
+                )
             except OSError as e:
-                self._ctx.problem(self.key(file_key), f"cannot read {file_path}: {e.strerror}; fix the path or permissions")
+                self._ctx.problem(
+                    self.key(file_key),
+                    f"cannot read {file_path}: {e.strerror}; fix the path or permissions",
+                )
                 return None
         return inline  # type: ignore[no-any-return]
 
@@ -179,7 +194,9 @@ def _connector(r: _Reader) -> LDAPConnectorConfig:
     name = r.string("name", "", required=True)
     uris = r.strings("uris")
     if not uris:
-        r._ctx.problem(r.key("uris"), 'needs 1 to 5 LDAP URIs, e.g. ["ldap://ldap1.example.com:389"]')
+        r._ctx.problem(
+            r.key("uris"), 'needs 1 to 5 LDAP URIs, e.g. ["ldap://ldap1.example.com:389"]'
+        )
     elif len(uris) > 5:
         r._ctx.problem(r.key("uris"), f"has {len(uris)} URIs; at most 5 are tried, remove some")
     for u in uris:
@@ -187,11 +204,17 @@ def _connector(r: _Reader) -> LDAPConnectorConfig:
             r._ctx.problem(r.key("uris"), f"{u!r} is not an ldap:// or ldaps:// URI")
     filt = r.string("filter", "(mail=%e)")
     if not (filt.startswith("(") and filt.endswith(")")):
-        r._ctx.problem(r.key("filter"), f"{filt!r} is not an LDAP filter; write it in parentheses, e.g. (mail=%e)")
+        r._ctx.problem(
+            r.key("filter"),
+            f"{filt!r} is not an LDAP filter; write it in parentheses, e.g. (mail=%e)",
+        )
     bind_dn = r.string("bind_dn")
     bind_password = r.secret("bind_password")
     if bind_dn and bind_password is None:
-        r._ctx.problem(r.key("bind_password"), "bind_dn is set but no password; set bind_password or bind_password_file")
+        r._ctx.problem(
+            r.key("bind_password"),
+            "bind_dn is set but no password; set bind_password or bind_password_file",
+        )
     cfg = LDAPConnectorConfig(
         name=name,
         uris=uris,
@@ -208,14 +231,19 @@ def _connector(r: _Reader) -> LDAPConnectorConfig:
         pool_size=r.integer("pool_size", 4, minimum=1, maximum=64),
     )
     if cfg.ca_file is not None and not cfg.ca_file.is_file():
-        r._ctx.problem(r.key("ca_file"), f"{cfg.ca_file} does not exist; give the PEM file of the CA that signed the directory's certificate")
+        r._ctx.problem(
+            r.key("ca_file"),
+            f"{cfg.ca_file} does not exist; give the PEM file of the CA that signed the directory's certificate",
+        )
     r.done()
     return cfg
 
 
 def _usermap(r: _Reader, connectors: Mapping[str, LDAPConnectorConfig]) -> UserMapConfig:
     name = r.string("name", "", required=True)
-    kind: UserMapType | None = r.choice("type", UserMapType, None, tuple(t.value for t in UserMapType))
+    kind: UserMapType | None = r.choice(
+        "type", UserMapType, None, tuple(t.value for t in UserMapType)
+    )
     if not r.has("type"):
         r._ctx.problem(r.key("type"), 'missing; use "ldap-password", "ldap-bind" or "file"')
     connector = r.string("connector")
@@ -224,15 +252,22 @@ def _usermap(r: _Reader, connectors: Mapping[str, LDAPConnectorConfig]) -> UserM
         kind = UserMapType.FILE  # already reported; keep going to find the other problems
     elif kind is UserMapType.FILE:
         if path is None:
-            r._ctx.problem(r.key("path"), "a file user map needs path = \"usermap.txt\"")
+            r._ctx.problem(r.key("path"), 'a file user map needs path = "usermap.txt"')
         elif not path.is_file():
-            r._ctx.problem(r.key("path"), f"{path} does not exist; create it (lines: address host[:port])")
+            r._ctx.problem(
+                r.key("path"), f"{path} does not exist; create it (lines: address host[:port])"
+            )
     else:
         if connector is None:
-            r._ctx.problem(r.key("connector"), "an LDAP user map needs connector = \"<name of an [[ldap_connector]]>\"")
+            r._ctx.problem(
+                r.key("connector"),
+                'an LDAP user map needs connector = "<name of an [[ldap_connector]]>"',
+            )
         elif connector not in connectors:
             known = ", ".join(sorted(connectors)) or "none defined"
-            r._ctx.problem(r.key("connector"), f"no [[ldap_connector]] named {connector!r} (known: {known})")
+            r._ctx.problem(
+                r.key("connector"), f"no [[ldap_connector]] named {connector!r} (known: {known})"
+            )
     cfg = UserMapConfig(
         name=name,
         type=kind,
@@ -251,7 +286,10 @@ def _listener(r: _Reader, kind: str) -> ListenerConfig:
     cert = r.path("cert_file")
     key = r.path("key_file")
     if tls is not TLSMode.NONE and cert is None:
-        r._ctx.problem(r.key("cert_file"), f'tls = "{tls.value}" needs cert_file (PEM certificate, chain allowed)')
+        r._ctx.problem(
+            r.key("cert_file"),
+            f'tls = "{tls.value}" needs cert_file (PEM certificate, chain allowed)',
+        )
     for name, p in (("cert_file", cert), ("key_file", key)):
         if p is not None and not p.is_file():
             r._ctx.problem(r.key(name), f"{p} does not exist")
@@ -277,12 +315,18 @@ def _service(r: _Reader, kind: str, usermaps: Mapping[str, UserMapConfig]) -> Se
     common: dict[str, Any] = dict(
         kind=kind,
         usermap=usermap,
-        backend_port=r.integer("backend_port", DEFAULT_BACKEND_PORTS[kind], minimum=1, maximum=65535),
-        backend_tls=r.choice("backend_tls", TLSMode, TLSMode.NONE, ("none", "starttls", "implicit")),
+        backend_port=r.integer(
+            "backend_port", DEFAULT_BACKEND_PORTS[kind], minimum=1, maximum=65535
+        ),
+        backend_tls=r.choice(
+            "backend_tls", TLSMode, TLSMode.NONE, ("none", "starttls", "implicit")
+        ),
         backend_ca_file=r.path("backend_ca_file"),
         forward_client_address=r.boolean("forward_client_address", True),
         backend_connect_timeout=r.number("backend_connect_timeout", 10.0, minimum=0.1),
-        preauth_timeout=r.number("preauth_timeout", 300.0 if kind in ("smtp", "submission") else 60.0, minimum=1.0),
+        preauth_timeout=r.number(
+            "preauth_timeout", 300.0 if kind in ("smtp", "submission") else 60.0, minimum=1.0
+        ),
         idle_timeout=r.number("idle_timeout", 1860.0, minimum=1.0),
         max_errors=r.integer("max_errors", 10, minimum=1),
         max_auth_errors=r.integer("max_auth_errors", 3, minimum=1),
@@ -300,7 +344,10 @@ def _service(r: _Reader, kind: str, usermaps: Mapping[str, UserMapConfig]) -> Se
             greeting=r.string("greeting", DEFAULT_GREETINGS[kind]),
         )
         if cfg.backend_master_user and not cfg.backend_master_password:  # type: ignore[attr-defined]
-            r._ctx.problem(r.key("backend_master_password_file"), "backend_master_user needs backend_master_password_file")
+            r._ctx.problem(
+                r.key("backend_master_password_file"),
+                "backend_master_user needs backend_master_password_file",
+            )
     elif kind in ("smtp", "submission"):
         cfg = SMTPServiceConfig(
             **common,
@@ -311,7 +358,10 @@ def _service(r: _Reader, kind: str, usermaps: Mapping[str, UserMapConfig]) -> Se
             require_auth=kind == "submission",
         )
         if kind == "smtp" and not cfg.domains:  # type: ignore[attr-defined]
-            r._ctx.problem(r.key("domains"), 'inbound SMTP needs the domains it receives for, e.g. ["example.com"]')
+            r._ctx.problem(
+                r.key("domains"),
+                'inbound SMTP needs the domains it receives for, e.g. ["example.com"]',
+            )
     else:
         cfg = ServiceConfig(**common)
     r.done()
@@ -333,7 +383,9 @@ def parse(data: Mapping[str, Any], file: str, base: Path) -> NodeConfiguration:
     for cr in top.tables("ldap_connector"):
         c = _connector(cr)
         if c.name in connectors:
-            ctx.problem(cr.key("name"), f"a connector named {c.name!r} is defined twice; rename one")
+            ctx.problem(
+                cr.key("name"), f"a connector named {c.name!r} is defined twice; rename one"
+            )
         connectors[c.name] = c
 
     usermaps: dict[str, UserMapConfig] = {}
@@ -346,11 +398,20 @@ def parse(data: Mapping[str, Any], file: str, base: Path) -> NodeConfiguration:
     services: dict[str, ServiceConfig] = {}
     for kind in SERVICE_KINDS:
         for sr in top.tables(kind):
+            if kind in NOT_YET_AVAILABLE:
+                ctx.problem(
+                    kind,
+                    f"the {kind} proxy is not available in this version; remove the [{kind}] table",
+                )
+                top._seen.add(kind)
+                continue
             services[kind] = _service(sr, kind, usermaps)
     top.done()
     if ctx.problems:
         raise ConfigError(ctx.problems)
-    return NodeConfiguration(source=None, node=node, connectors=connectors, usermaps=usermaps, services=services)
+    return NodeConfiguration(
+        source=None, node=node, connectors=connectors, usermaps=usermaps, services=services
+    )
 
 
 def load(path: Path) -> NodeConfiguration:
@@ -358,10 +419,14 @@ def load(path: Path) -> NodeConfiguration:
     try:
         raw = path.read_bytes()
     except OSError as e:
-        raise ConfigError([ConfigProblem(str(path), "-", f"cannot read the file: {e.strerror}")]) from e
+        raise ConfigError(
+            [ConfigProblem(str(path), "-", f"cannot read the file: {e.strerror}")]
+        ) from e
     try:
         data = tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ConfigError([ConfigProblem(str(path), "-", f"not valid TOML: {e}")]) from e
     cfg = parse(data, str(path), path.resolve().parent)
-    return NodeConfiguration(cfg.source or path, cfg.node, cfg.connectors, cfg.usermaps, cfg.services)
+    return NodeConfiguration(
+        cfg.source or path, cfg.node, cfg.connectors, cfg.usermaps, cfg.services
+    )

@@ -89,3 +89,8 @@ def test_broken_toml_is_one_clear_problem(tmp_path: Path) -> None:
     p.write_text("[imap\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load(p)
+
+
+def test_a_service_that_does_not_exist_yet_is_refused_clearly(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"webmail: the webmail proxy is not available in this version"):
+        load(_files(tmp_path, GOOD + '\n[webmail]\nusermap = "main"\n'))
