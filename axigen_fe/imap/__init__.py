@@ -1,0 +1,1 @@
+"""The IMAP proxy: pre-auth state machine, back-end login replay, relay."""
