@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 from twisted.application.service import MultiService
+from twisted.logger import ILogObserver
 from twisted.python import usage
+from twisted.python.components import Componentized
 
 from axigen_fe.config.load import ConfigError, load
 from axigen_fe.node import build_node
+from axigen_fe.ops.logobserver import observer_for_twistd
 
 
 class Options(usage.Options):
@@ -48,18 +52,40 @@ class Options(usage.Options):
             raise usage.UsageError("--config and --demo exclude each other")
 
 
+class _TwistdNode(MultiService):
+    """The node as twistd runs it: also gives twistd's Application the node's log observer.
+
+    twistd asks the Application for an C{ILogObserver} component before falling back to
+    its own (slow per line) observer; the plugin's service is attached to the
+    Application just before that, so this is where the component can be set.
+    """
+
+    def __init__(self, child: MultiService, observer: ILogObserver | None) -> None:
+        super().__init__()
+        child.setServiceParent(self)
+        self._observer = observer
+
+    def setServiceParent(self, parent: Any) -> None:
+        super().setServiceParent(parent)
+        if self._observer is not None and isinstance(parent, Componentized):
+            if parent.getComponent(ILogObserver, None) is None:
+                parent.setComponent(ILogObserver, self._observer)
+
+
 def makeService(options: Options) -> MultiService:
     from twisted.internet import reactor
 
+    observer = observer_for_twistd(getattr(options, "parent", None))
     if options["demo"]:
         from axigen_fe.demo.node import make_demo_service
 
         first, _, second = options["demo-backends"].partition(",")
         backends = (first.strip(), second.strip())
-        return make_demo_service(reactor, options["demo-host"], options["demo-base-port"], backends)
+        demo = make_demo_service(reactor, options["demo-host"], options["demo-base-port"], backends)
+        return _TwistdNode(demo, observer)
     try:
         config = load(Path(options["config"]))
     except ConfigError as e:
         sys.stderr.write(f"axigen-fe: configuration problems:\n{e}\n")
         raise SystemExit(78) from e  # EX_CONFIG
-    return build_node(reactor, config)
+    return _TwistdNode(build_node(reactor, config), observer)

@@ -717,14 +717,16 @@ def test_master_user_mode(master_node: Pop3Node, dovecot_backends: dict[str, Dov
 
 def test_session_log_lines(main_node: Pop3Node) -> None:
     pop = main_node.pop()
+    port = pop.sock.getsockname()[1]
     pop.user(ALICE.address)
     pop.pass_(ALICE.password)
     pop.stat()
     pop.quit()
-    log = main_node.node.wait_for_log("bytes down")
-    assert re.search(r"POP3:[0-9A-F]{8}: connect from 127\.0\.0\.1:\d+", log)
+    # other tests share this node: wait for this session's own disconnect line
+    log = main_node.node.wait_for_log(f"disconnect from 127.0.0.1:{port}:")
+    assert re.search(rf"POP3:[0-9A-F]{{8}}: connect from 127\.0\.0\.1:{port}", log)
     assert re.search(
-        r"POP3:[0-9A-F]{8}: disconnect from 127\.0\.0\.1:\d+: user alice@example\.com, "
+        rf"POP3:[0-9A-F]{{8}}: disconnect from 127\.0\.0\.1:{port}: user alice@example\.com, "
         r"state relay, \d+ bytes up, \d+ bytes down",
         log,
     )
