@@ -62,7 +62,11 @@ def start_node(directory: Path, config_text: str, wait: list[tuple[str, int]], *
     config_file = directory / "node.toml"
     config_file.write_text(config_text, encoding="utf-8")
     log_file = directory / "node.log"
-    args = [twistd(), "-n", "--pidfile=", "--logfile", str(log_file), "axigen-fe", "--config", str(config_file)]
+    # AXFE_TWISTD_ARGS: extra twistd options for a look inside, e.g.
+    # "--profile=/tmp/node.prof --profiler=cprofile --savestats"
+    twistd_args = os.environ.get("AXFE_TWISTD_ARGS", "").split()
+    args = [twistd(), "-n", "--pidfile=", "--logfile", str(log_file), *twistd_args]
+    args += ["axigen-fe", "--config", str(config_file)]
     args += extra_args or []
     env = dict(os.environ)
     env["PYTHONUNBUFFERED"] = "1"
