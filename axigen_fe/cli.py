@@ -30,9 +30,14 @@ EXIT_BY_OUTCOME = {
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="axigen-fe", description="Tools for an axigen-fe node's configuration and user maps.")
+    p = argparse.ArgumentParser(
+        prog="axigen-fe", description="Tools for an axigen-fe node's configuration and user maps."
+    )
     sub = p.add_subparsers(dest="command", required=True)
-    c = sub.add_parser("check-config", help="validate a configuration file; exit 0 if usable, 2 with every problem listed")
+    c = sub.add_parser(
+        "check-config",
+        help="validate a configuration file; exit 0 if usable, 2 with every problem listed",
+    )
     c.add_argument("file", type=Path)
     lk = sub.add_parser(
         "lookup",
@@ -44,9 +49,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     lk.add_argument("--config", "-c", type=Path, required=True)
     which = lk.add_mutually_exclusive_group()
-    which.add_argument("--usermap", help="the [[usermap]] name (default: the only one, or the one [imap] uses)")
-    which.add_argument("--service", choices=["imap", "pop3", "smtp", "submission", "webmail"], help="use the map this service uses")
-    lk.add_argument("--password-stdin", action="store_true", help="read a password (one line) from stdin and check it")
+    which.add_argument(
+        "--usermap", help="the [[usermap]] name (default: the only one, or the one [imap] uses)"
+    )
+    which.add_argument(
+        "--service",
+        choices=["imap", "pop3", "smtp", "submission", "webmail"],
+        help="use the map this service uses",
+    )
+    lk.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read a password (one line) from stdin and check it",
+    )
     lk.add_argument("address")
     return p
 
@@ -54,14 +69,17 @@ def _parser() -> argparse.ArgumentParser:
 def _pick_usermap(config: Any, usermap: str | None, service: str | None) -> str:
     if usermap is not None:
         if usermap not in config.usermaps:
-            raise ValueError(f"no [[usermap]] named {usermap!r} (known: {', '.join(sorted(config.usermaps)) or 'none'})")
+            raise ValueError(
+                f"no [[usermap]] named {usermap!r} "
+                f"(known: {', '.join(sorted(config.usermaps)) or 'none'})"
+            )
         return usermap
     if service is not None:
         if service not in config.services:
             raise ValueError(f"the configuration has no [{service}] service")
         return str(config.services[service].usermap)
     if len(config.usermaps) == 1:
-        return next(iter(config.usermaps))
+        return str(next(iter(config.usermaps)))
     for kind in ("imap", "pop3", "smtp", "submission", "webmail"):
         if kind in config.services:
             return str(config.services[kind].usermap)

@@ -32,7 +32,7 @@ class _UserMapsService(Service):
         self.maps = maps
 
     def stopService(self) -> Deferred[None]:
-        super().stopService()
+        super().stopService()  # type: ignore[no-untyped-call]
         return Deferred.fromCoroutine(self.maps.close())
 
 
@@ -40,7 +40,7 @@ def build_node(reactor: Any, config: NodeConfiguration) -> MultiService:
     """One child per configured proxy service, all sharing the node's user maps."""
     node = MultiService()
     maps = UserMaps(reactor, config)
-    _UserMapsService(maps).setServiceParent(node)
+    _UserMapsService(maps).setServiceParent(node)  # type: ignore[no-untyped-call]
     for kind, scfg in config.services.items():
         module = importlib.import_module(SERVICE_MODULES[kind])
         service: IService = module.make_service(reactor, config, scfg, maps.maps[scfg.usermap])

@@ -61,12 +61,12 @@ class _TwistdNode(MultiService):
     """
 
     def __init__(self, child: MultiService, observer: ILogObserver | None) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         child.setServiceParent(self)
         self._observer = observer
 
     def setServiceParent(self, parent: Any) -> None:
-        super().setServiceParent(parent)
+        super().setServiceParent(parent)  # type: ignore[no-untyped-call]
         if self._observer is not None and isinstance(parent, Componentized):
             if parent.getComponent(ILogObserver, None) is None:
                 parent.setComponent(ILogObserver, self._observer)

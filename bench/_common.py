@@ -22,7 +22,7 @@ def table(title: str, header: Sequence[str], rows: Sequence[Sequence[object]]) -
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
     lines = [f"### {title}", ""]
     for n, r in enumerate(cells):
-        lines.append("| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |")
+        lines.append("| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |")
         if n == 0:
             lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     return "\n".join(lines) + "\n"
@@ -35,7 +35,10 @@ def _fmt(v: object) -> str:
 
 
 def machine() -> str:
-    return f"{platform.node()} {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, {time.strftime('%Y-%m-%d')}"
+    return (
+        f"{platform.node()} {platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}, {time.strftime('%Y-%m-%d')}"
+    )
 
 
 def cpu_seconds(pid: int) -> float:

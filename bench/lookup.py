@@ -237,7 +237,8 @@ def main() -> None:
         ],
     ]
     print(
-        f"Machine: {machine()}; slapd with {args.users} extra users; lookups = search + {{SSHA}} verify\n"
+        f"Machine: {machine()}; slapd with {args.users} extra users; "
+        "lookups = search + {SSHA} verify\n"
     )
     print(
         table(

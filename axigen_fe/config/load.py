@@ -10,7 +10,7 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from axigen_fe.config.model import (
     LDAPConnectorConfig,
@@ -128,7 +128,7 @@ class _Reader:
         if value is None:
             return default
         try:
-            return enum(value)
+            return cast(T, enum(value))
         except ValueError:
             options = " | ".join(f'"{c}"' for c in choices)
             self._ctx.problem(self.key(name), f"{value!r} is not allowed; use one of {options}")
@@ -233,7 +233,8 @@ def _connector(r: _Reader) -> LDAPConnectorConfig:
     if cfg.ca_file is not None and not cfg.ca_file.is_file():
         r._ctx.problem(
             r.key("ca_file"),
-            f"{cfg.ca_file} does not exist; give the PEM file of the CA that signed the directory's certificate",
+            f"{cfg.ca_file} does not exist; give the PEM file of the CA that signed "
+            "the directory's certificate",
         )
     r.done()
     return cfg
@@ -343,7 +344,7 @@ def _service(r: _Reader, kind: str, usermaps: Mapping[str, UserMapConfig]) -> Se
             backend_master_password=r.secret("backend_master_password") or None,
             greeting=r.string("greeting", DEFAULT_GREETINGS[kind]),
         )
-        if cfg.backend_master_user and not cfg.backend_master_password:  # type: ignore[attr-defined]
+        if cfg.backend_master_user and not cfg.backend_master_password:
             r._ctx.problem(
                 r.key("backend_master_password_file"),
                 "backend_master_user needs backend_master_password_file",
@@ -357,7 +358,7 @@ def _service(r: _Reader, kind: str, usermaps: Mapping[str, UserMapConfig]) -> Se
             max_recipients=r.integer("max_recipients", 100, minimum=1),
             require_auth=kind == "submission",
         )
-        if kind == "smtp" and not cfg.domains:  # type: ignore[attr-defined]
+        if kind == "smtp" and not cfg.domains:
             r._ctx.problem(
                 r.key("domains"),
                 'inbound SMTP needs the domains it receives for, e.g. ["example.com"]',

@@ -710,7 +710,7 @@ class LDAPConnector:
         if isIPAddress(uri.host):
             endpoint = TCP4ClientEndpoint(self._reactor, uri.host, uri.port, timeout=timeout)
         elif isIPv6Address(uri.host):
-            endpoint = TCP6ClientEndpoint(  # type: ignore[no-untyped-call]
+            endpoint = TCP6ClientEndpoint(
                 self._reactor, uri.host, uri.port, timeout=timeout
             )
         else:

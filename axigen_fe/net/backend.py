@@ -53,11 +53,11 @@ class BackendConnector:
     def _endpoint(self, host: str, port: int) -> IStreamClientEndpoint:
         ep: IStreamClientEndpoint
         if isIPAddress(host):
-            ep = TCP4ClientEndpoint(self._reactor, host, port, timeout=self.timeout)  # type: ignore[arg-type]
+            ep = TCP4ClientEndpoint(self._reactor, host, port, timeout=self.timeout)
         elif isIPv6Address(host):
-            ep = TCP6ClientEndpoint(self._reactor, host, port, timeout=self.timeout)  # type: ignore[arg-type]
+            ep = TCP6ClientEndpoint(self._reactor, host, port, timeout=self.timeout)
         else:
-            ep = HostnameEndpoint(self._reactor, host.encode("idna"), port, timeout=self.timeout)  # type: ignore[arg-type]
+            ep = HostnameEndpoint(self._reactor, host.encode("idna"), port, timeout=self.timeout)
         if self.tls_mode is TLSMode.IMPLICIT:
             ep = wrapClientTLS(self.tls_options(host), ep)
         return ep

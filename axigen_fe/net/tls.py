@@ -8,6 +8,7 @@ Back-end certificates are always verified, hostname included (IP SANs for IP hos
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 from OpenSSL import SSL, crypto
 from twisted.internet import ssl
@@ -50,14 +51,31 @@ def server_options(cert_file: Path, key_file: Path | None) -> ssl.CertificateOpt
     )
 
 
+class TLSConfigError(ValueError):
+    """A configured CA file cannot be used; the message names the file and the fix."""
+
+
 def trust_root(ca_file: Path | None) -> IOpenSSLTrustRoot:
-    """The CAs to verify a peer against: the PEM bundle C{ca_file}, or the system store."""
+    """The CAs to verify a peer against: every certificate in the PEM bundle C{ca_file},
+    or the platform's trust store when no file is configured."""
     if ca_file is None:
-        return ssl.platformTrust()
-    certs = [ssl.Certificate.loadPEM(b) for b in _pem_blocks(ca_file.read_bytes(), b"CERTIFICATE")]
-    if not certs:
-        raise ValueError(f"{ca_file} holds no PEM certificate")
-    return ssl.trustRootFromCertificates(certs)
+        return cast(IOpenSSLTrustRoot, ssl.platformTrust())
+    try:
+        data = Path(ca_file).read_bytes()
+    except OSError as e:
+        raise TLSConfigError(f"cannot read ca_file {str(ca_file)!r}: {e.strerror}") from e
+    blocks = _pem_blocks(data, b"CERTIFICATE")
+    if not blocks:
+        raise TLSConfigError(
+            f"ca_file {str(ca_file)!r} holds no PEM certificate "
+            "('-----BEGIN CERTIFICATE-----'); convert DER files with "
+            "'openssl x509 -inform der -in ca.der -out ca.pem'"
+        )
+    try:
+        certificates = [ssl.Certificate.loadPEM(block) for block in blocks]
+    except Exception as e:  # pyOpenSSL raises its own error types for bad PEM bodies
+        raise TLSConfigError(f"ca_file {str(ca_file)!r} has an unreadable certificate: {e}") from e
+    return cast(IOpenSSLTrustRoot, ssl.trustRootFromCertificates(certificates))
 
 
 class ClientTLS:
@@ -80,4 +98,4 @@ class ClientTLS:
         return opts
 
 
-__all__ = ["ClientTLS", "server_options", "trust_root", "SSL"]
+__all__ = ["SSL", "ClientTLS", "TLSConfigError", "server_options", "trust_root"]

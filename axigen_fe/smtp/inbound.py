@@ -321,7 +321,7 @@ class InboundSession(SMTPSession):
         try:
             return await backend.proto.command(b"DATA")
         except BackendGone as e:
-            return Failure(e)  # type: ignore[no-untyped-call]
+            return Failure(e)
 
     def _data_go(self, backend: BackendSession, r: Reply | Failure) -> None:
         if isinstance(r, Failure):

@@ -53,12 +53,12 @@ def make_service(
     )
     ids = SessionIds(config.node.name, service_config.kind)
     capabilities = CapabilityCache(reactor)
-    parent = MultiService()  # type: ignore[no-untyped-call]
+    parent = MultiService()
     for listener in service_config.listeners:
         ctx = listener_context(listener)
         env = SessionEnv(
             reactor, service_config.kind, service_config, ctx, usermap, connector, ids, capabilities
         )
         service = listener_service(reactor, ctx, SMTPFactory(env))
-        service.setServiceParent(parent)  # type: ignore[no-untyped-call]
+        service.setServiceParent(parent)
     return parent

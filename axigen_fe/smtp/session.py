@@ -253,7 +253,7 @@ class SMTPSession(LineReceiver):
                 try:
                     done(result)
                 except Exception:  # noqa: BLE001 - a bug must not leave the session on hold
-                    why = Failure().getTraceback()  # type: ignore[no-untyped-call]
+                    why = Failure().getTraceback()
                     self.log.error("internal error: {why}", why=why)
                     self.send(reply(451, "4.3.0", "Internal error, try again later"))
             self.release(reason)
@@ -293,7 +293,7 @@ class SMTPSession(LineReceiver):
         try:
             method(cmd.arg)
         except Exception:  # noqa: BLE001 - answer, log, go on: never a traceback to the client
-            why = Failure().getTraceback()  # type: ignore[no-untyped-call]
+            why = Failure().getTraceback()
             self.log.error("internal error in {verb}: {why}", verb=cmd.verb, why=why)
             self.send(reply(451, "4.3.0", "Internal error, try again later"))
 

@@ -27,7 +27,14 @@ class CachingUserMap:
     Temporary failures are never cached: the next client must get a fresh try.
     """
 
-    def __init__(self, inner: IUserMap, clock: IReactorTime, ttl: float, negative_ttl: float, max_entries: int = 100_000) -> None:
+    def __init__(
+        self,
+        inner: IUserMap,
+        clock: IReactorTime,
+        ttl: float,
+        negative_ttl: float,
+        max_entries: int = 100_000,
+    ) -> None:
         self._inner = inner
         self._clock = clock
         self._ttl = ttl
@@ -40,7 +47,9 @@ class CachingUserMap:
         self.checks_passwords_always = inner.checks_passwords_always
 
     def _key(self, address: str, password: bytes | None) -> _Key:
-        digest = None if password is None else hmac.new(self._secret, password, hashlib.sha256).digest()
+        digest = (
+            None if password is None else hmac.new(self._secret, password, hashlib.sha256).digest()
+        )
         return (normalize_address(address), digest)
 
     def lookup(self, address: str, password: bytes | None = None) -> Deferred[LookupResult]:
@@ -50,7 +59,15 @@ class CachingUserMap:
         if hit is not None:
             expires, result = hit
             if now < expires:
-                return succeed(LookupResult(address, result.outcome, result.host, result.port, result.detail + " (cached)"))
+                return succeed(
+                    LookupResult(
+                        address,
+                        result.outcome,
+                        result.host,
+                        result.port,
+                        result.detail + " (cached)",
+                    )
+                )
             del self._entries[key]
         waiters = self._in_flight.get(key)
         mine: Deferred[LookupResult] = Deferred()

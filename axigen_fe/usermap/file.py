@@ -40,12 +40,17 @@ def parse_map(text: str, source: str) -> dict[str, FileEntry]:
             continue
         fields = line.split()
         if len(fields) not in (2, 3):
-            raise FileMapError(f"{source}:{number}: expected 'address host[:port] [{{SCHEME}}hash]', got {len(fields)} fields")
+            raise FileMapError(
+                f"{source}:{number}: expected 'address host[:port] [{{SCHEME}}hash]', "
+                f"got {len(fields)} fields"
+            )
         address, host = normalize_address(fields[0]), fields[1]
         if address.count("@") != 1 or address.endswith("@") or (address.startswith("@")):
             raise FileMapError(f"{source}:{number}: {fields[0]!r} is not an address or *@domain")
         if "*" in address and not address.startswith("*@"):
-            raise FileMapError(f"{source}:{number}: only '*@domain' wildcards are allowed, not {fields[0]!r}")
+            raise FileMapError(
+                f"{source}:{number}: only '*@domain' wildcards are allowed, not {fields[0]!r}"
+            )
         table[address] = FileEntry(host, fields[2] if len(fields) == 3 else None)
     return table
 
@@ -83,13 +88,22 @@ class FileUserMap:
             if initial:
                 raise FileMapError(str(e)) from e
             self.log.error(
-                "usermap {name}: keeping the previous table ({count} entries); the new {path} is invalid: {why}",
-                name=self.name, count=len(self._table), path=str(self._path), why=str(e),
+                "usermap {name}: keeping the previous table ({count} entries); "
+                "the new {path} is invalid: {why}",
+                name=self.name,
+                count=len(self._table),
+                path=str(self._path),
+                why=str(e),
             )
             self._signature = signature  # don't re-log every lookup; the next edit is re-read
             return
         if not initial:
-            self.log.info("usermap {name}: reloaded {path} ({count} entries)", name=self.name, path=str(self._path), count=len(table))
+            self.log.info(
+                "usermap {name}: reloaded {path} ({count} entries)",
+                name=self.name,
+                path=str(self._path),
+                count=len(table),
+            )
         self._table = table
         self._signature = signature
 
@@ -115,7 +129,9 @@ class FileUserMap:
             if verdict is Verdict.UNKNOWN_SCHEME:
                 self.log.error(
                     "usermap {name}: {address} has a password in the unknown scheme {scheme}",
-                    name=self.name, address=address, scheme=scheme_of(entry.stored_password),
+                    name=self.name,
+                    address=address,
+                    scheme=scheme_of(entry.stored_password),
                 )
                 return succeed(results.bad_password(address, "unknown password scheme"))
             if verdict is Verdict.MISMATCH:

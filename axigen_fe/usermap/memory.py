@@ -44,6 +44,10 @@ class MemoryUserMap:
         if entry is None:
             return results.unknown(address)
         host, stored = entry
-        if password is not None and stored is not None and verify(stored, password) is not Verdict.MATCH:
+        if (
+            password is not None
+            and stored is not None
+            and verify(stored, password) is not Verdict.MATCH
+        ):
             return LookupResult(address, Outcome.BAD_PASSWORD, detail="password mismatch")
         return results.routed(address, host, "memory")

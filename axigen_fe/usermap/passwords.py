@@ -21,7 +21,12 @@ class Verdict(enum.Enum):
     UNKNOWN_SCHEME = "unknown-scheme"
 
 
-_SALTED = {"SSHA": ("sha1", 20), "SSHA256": ("sha256", 32), "SSHA512": ("sha512", 64), "SMD5": ("md5", 16)}
+_SALTED = {
+    "SSHA": ("sha1", 20),
+    "SSHA256": ("sha256", 32),
+    "SSHA512": ("sha512", 64),
+    "SMD5": ("md5", 16),
+}
 _UNSALTED = {"SHA": "sha1", "SHA256": "sha256", "SHA512": "sha512", "MD5": "md5"}
 _CRYPT_PREFIXES = ("$1$", "$5$", "$6$", "$2a$", "$2b$", "$2y$")
 

@@ -72,7 +72,9 @@ def stored_password(user: User) -> str:
             "CRYPT-2Y": None,
         }[s]
         if method is None:
-            h = crypt_r.crypt(user.password, "$2y$05$" + base64.b64encode(os.urandom(16), b"./")[:22].decode())
+            h = crypt_r.crypt(
+                user.password, "$2y$05$" + base64.b64encode(os.urandom(16), b"./")[:22].decode()
+            )
         else:
             h = crypt_r.crypt(user.password, crypt_r.mksalt(method))
         return "{CRYPT}" + h
@@ -108,17 +110,29 @@ USERS: tuple[User, ...] = (
     User("dup2", "dup@example.com", "dup-secret", "SSHA", "b"),
     # Active-Directory-like subtree for ldap-bind: found by sAMAccountName or userPrincipalName
     User(
-        "carol", "carol@ad.example.com", "carol-secret", "SSHA", "b", subtree=AD_DN,
+        "carol",
+        "carol@ad.example.com",
+        "carol-secret",
+        "SSHA",
+        "b",
+        subtree=AD_DN,
         extra={"sAMAccountName": ["carol"], "userPrincipalName": ["carol@ad.example.com"]},
     ),
     User(
-        "dave", "dave@ad.example.com", "dave-secret", "SSHA", "a", subtree=AD_DN,
+        "dave",
+        "dave@ad.example.com",
+        "dave-secret",
+        "SSHA",
+        "a",
+        subtree=AD_DN,
         extra={"sAMAccountName": ["dave"], "userPrincipalName": ["dave@ad.example.com"]},
     ),
 )
 
 #: users Dovecot knows (everyone with a back-end), by address
-MAILBOX_USERS = {u.address: u for u in USERS if u.backend is not None and u.address != "dup@example.com"}
+MAILBOX_USERS = {
+    u.address: u for u in USERS if u.backend is not None and u.address != "dup@example.com"
+}
 
 
 def user(address: str) -> User:

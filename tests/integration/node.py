@@ -36,7 +36,9 @@ class Node:
             if needle in text:
                 return text
             time.sleep(0.05)
-        raise AssertionError(f"{needle!r} not in node log after {timeout}s:\n{self.log_text()[-3000:]}")
+        raise AssertionError(
+            f"{needle!r} not in node log after {timeout}s:\n{self.log_text()[-3000:]}"
+        )
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -56,7 +58,13 @@ def twistd() -> str:
     return str(candidate) if candidate.exists() else "twistd"
 
 
-def start_node(directory: Path, config_text: str, wait: list[tuple[str, int]], *, extra_args: list[str] | None = None) -> Node:
+def start_node(
+    directory: Path,
+    config_text: str,
+    wait: list[tuple[str, int]],
+    *,
+    extra_args: list[str] | None = None,
+) -> Node:
     """Write C{config_text} to C{directory}/node.toml, start twistd, wait for C{wait} ports."""
     directory.mkdir(parents=True, exist_ok=True)
     config_file = directory / "node.toml"
@@ -70,7 +78,13 @@ def start_node(directory: Path, config_text: str, wait: list[tuple[str, int]], *
     args += extra_args or []
     env = dict(os.environ)
     env["PYTHONUNBUFFERED"] = "1"
-    proc = subprocess.Popen(args, cwd=directory, env=env, stdout=subprocess.DEVNULL, stderr=open(directory / "node.stderr", "wb"))
+    proc = subprocess.Popen(
+        args,
+        cwd=directory,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=open(directory / "node.stderr", "wb"),
+    )
     node = Node(config_file, log_file, proc, list(wait))
     try:
         for host, port in wait:
@@ -78,7 +92,8 @@ def start_node(directory: Path, config_text: str, wait: list[tuple[str, int]], *
             while True:
                 if proc.poll() is not None:
                     raise RuntimeError(
-                        f"node exited with {proc.returncode}:\n{(directory / 'node.stderr').read_text()}\n"
+                        f"node exited with {proc.returncode}:\n"
+                        f"{(directory / 'node.stderr').read_text()}\n"
                         f"{log_file.read_text() if log_file.exists() else ''}"
                     )
                 try:

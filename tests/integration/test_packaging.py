@@ -38,5 +38,8 @@ def test_plain_pip_install_into_a_fresh_venv_gives_twistd_the_plugin(tmp_path: P
     assert "--demo" in helped.stdout and "--config" in helped.stdout
     listed = _run([str(venv / "bin" / "twistd"), "--help"], cwd=tmp_path)
     assert "axigen-fe" in listed.stdout
-    check = _run([str(venv / "bin" / "axigen-fe"), "check-config", str(tmp_path / "missing.toml")], cwd=tmp_path)
+    check = _run(
+        [str(venv / "bin" / "axigen-fe"), "check-config", str(tmp_path / "missing.toml")],
+        cwd=tmp_path,
+    )
     assert check.returncode == 2 and "cannot read the file" in check.stdout

@@ -67,5 +67,5 @@ def test_the_cache_holds_no_cleartext_password() -> None:
     _, cache, _ = _map()
     _get(cache, "a@x.test", b"pw-in-clear")
     assert b"pw-in-clear" not in repr(cache._entries).encode()
-    for (_, digest) in cache._entries:
+    for _, digest in cache._entries:
         assert digest is not None and b"pw-in-clear" not in digest

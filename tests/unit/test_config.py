@@ -55,10 +55,17 @@ def test_a_good_file_gives_frozen_typed_objects_with_paths_resolved(tmp_path: Pa
     cfg = load(_files(tmp_path, GOOD))
     c = cfg.connectors["directory"]
     assert c.bind_password == "s3cret" and c.on_multiple is OnMultiple.FIRST and c.timeout == 4.0
-    assert cfg.usermaps["local"].type is UserMapType.FILE and cfg.usermaps["local"].path == tmp_path / "map.txt"
+    assert (
+        cfg.usermaps["local"].type is UserMapType.FILE
+        and cfg.usermaps["local"].path == tmp_path / "map.txt"
+    )
     imap = cfg.services["imap"]
     assert isinstance(imap, MailboxServiceConfig)
-    assert imap.backend_tls is TLSMode.STARTTLS and imap.backend_port == 143 and imap.idle_timeout >= 1800
+    assert (
+        imap.backend_tls is TLSMode.STARTTLS
+        and imap.backend_port == 143
+        and imap.idle_timeout >= 1800
+    )
     assert imap.listeners[0].endpoint.startswith("tcp:port=1143")
     assert "s3cret" not in repr(c)
 
@@ -75,7 +82,9 @@ def test_every_problem_is_reported_with_file_key_and_fix(tmp_path: Path) -> None
     assert "imap.usermap: no [[usermap]] named 'mian' (known: local, main)" in text
 
 
-def test_check_config_exits_2_and_prints_each_problem(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_check_config_exits_2_and_prints_each_problem(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     p = _files(tmp_path, GOOD + "\n[pop3]\nusermap = 3\n")
     assert main(["check-config", str(p)]) == 2
     out = capsys.readouterr().out
@@ -92,5 +101,7 @@ def test_broken_toml_is_one_clear_problem(tmp_path: Path) -> None:
 
 
 def test_a_service_that_does_not_exist_yet_is_refused_clearly(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"webmail: the webmail proxy is not available in this version"):
+    with pytest.raises(
+        ConfigError, match=r"webmail: the webmail proxy is not available in this version"
+    ):
         load(_files(tmp_path, GOOD + '\n[webmail]\nusermap = "main"\n'))

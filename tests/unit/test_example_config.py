@@ -24,10 +24,20 @@ def test_example_config_is_valid_given_its_certificate_files(tmp_path: Path) -> 
 def test_example_config_mentions_every_key_the_loader_knows() -> None:
     text = (ETC / "axigen-fe.toml").read_text()
     classes = [
-        model.LDAPConnectorConfig, model.UserMapConfig, model.ListenerConfig,
-        model.MailboxServiceConfig, model.SMTPServiceConfig,
+        model.LDAPConnectorConfig,
+        model.UserMapConfig,
+        model.ListenerConfig,
+        model.MailboxServiceConfig,
+        model.SMTPServiceConfig,
     ]
-    internal = {"name", "kind", "listeners", "require_auth", "bind_password", "backend_master_password"}
+    internal = {
+        "name",
+        "kind",
+        "listeners",
+        "require_auth",
+        "bind_password",
+        "backend_master_password",
+    }
     missing = [
         f"{cls.__name__}.{f.name}"
         for cls in classes

@@ -44,7 +44,7 @@ def test_other_events_are_formatted_and_failures_carry_their_traceback() -> None
     out, _, log = _capture()
     log.warn("disk {pct}% full", pct=93)
     try:
-        1 / 0
+        raise ZeroDivisionError("division by zero")
     except ZeroDivisionError:
         log.failure("boom", Failure())
     text = out.getvalue()

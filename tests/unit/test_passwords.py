@@ -32,7 +32,9 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("stored", CASES, ids=[c.split("}")[0].lstrip("{") if "}" in c else "clear" for c in CASES])
+@pytest.mark.parametrize(
+    "stored", CASES, ids=[c.split("}")[0].lstrip("{") if "}" in c else "clear" for c in CASES]
+)
 def test_each_scheme_matches_the_right_password_only(stored: str) -> None:
     assert verify(stored, b"secret") is Verdict.MATCH
     assert verify(stored, b"Secret") is Verdict.MISMATCH
