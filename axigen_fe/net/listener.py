@@ -60,7 +60,16 @@ def listener_service(
     reactor: object, ctx: ListenerContext, factory: IProtocolFactory
 ) -> StreamServerEndpointService:
     """A service that listens on C{ctx.endpoint}, with TLS from the first byte if implicit."""
-    endpoint = serverFromString(reactor, ctx.endpoint)
+    description = ctx.endpoint
+    if description.startswith("haproxy:"):
+        # Twisted's own haproxy: wrapper starts the session before the header is read:
+        # wrong for server-first protocols (see net/proxyheader.py)
+        from axigen_fe.net.proxyheader import proxy_header_endpoint
+
+        inner = serverFromString(reactor, description[len("haproxy:") :])
+        endpoint = proxy_header_endpoint(reactor, inner, description=description)  # type: ignore[arg-type]
+    else:
+        endpoint = serverFromString(reactor, description)
     if ctx.tls is TLSMode.IMPLICIT and ctx.server_tls is not None:
         endpoint = wrapServerTLS(ctx.server_tls, endpoint)
     service = StreamServerEndpointService(endpoint, factory)
