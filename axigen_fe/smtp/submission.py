@@ -65,6 +65,7 @@ class SubmissionSession(SMTPSession):
         self.backend: BackendSession | None = None
         self.pipe: Pipe | None = None
         self._login_user: bytes | None = None
+        self._moved = 0  # pipe.bytes_up + bytes_down when the idle timer last fired
 
     def timeout(self) -> float:
         return self.cfg.idle_timeout if self.state is State.RELAYING else self.cfg.preauth_timeout
@@ -96,6 +97,11 @@ class SubmissionSession(SMTPSession):
 
     def on_timeout(self) -> None:
         if self.pipe is not None:  # mid-relay: no reply of ours may enter the back-end's stream
+            moved = self.pipe.bytes_up + self.pipe.bytes_down
+            if moved != self._moved:  # relayed by the kernel (splice): dataReceived never ran
+                self._moved = moved
+                self._timer = self.clock.callLater(self.timeout(), self._timed_out)
+                return
             self.log.info("idle timeout after {seconds:g}s", seconds=self.timeout())
             self.close()
             return

@@ -570,11 +570,11 @@ def test_idle_timeout_after_login_closes_both_sides() -> None:
     s.send(b"USER alice@example.com\r\nPASS alice-secret\r\n")
     backend = s.backend()
     s.log_in_backend(backend)
-    s.clock.advance(300)
+    s.clock.pump([10] * 30)  # time passes in steps, as it does: checks sample counters
     s.send(b"NOOP\r\n")
-    s.clock.advance(300)
+    s.clock.pump([10] * 30)
     assert not s.transport.disconnecting
-    s.clock.advance(300)
+    s.clock.pump([10] * (30 + 8))  # activity is sampled every idle_timeout / 8
     assert s.transport.disconnecting and backend.transport.disconnecting
 
 
