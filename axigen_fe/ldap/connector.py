@@ -710,9 +710,7 @@ class LDAPConnector:
         if isIPAddress(uri.host):
             endpoint = TCP4ClientEndpoint(self._reactor, uri.host, uri.port, timeout=timeout)
         elif isIPv6Address(uri.host):
-            endpoint = TCP6ClientEndpoint(
-                self._reactor, uri.host, uri.port, timeout=timeout
-            )
+            endpoint = TCP6ClientEndpoint(self._reactor, uri.host, uri.port, timeout=timeout)
         else:
             endpoint = HostnameEndpoint(self._reactor, uri.host, uri.port, timeout=timeout)
         if uri.implicit_tls:
