@@ -34,7 +34,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.directory_data import PEOPLE_DN, PROXY_DN, PROXY_PASSWORD, User, user
+from tests.integration.configs import ldap_usermap
+from tests.integration.directory_data import User, user
 from tests.integration.node import Node, start_node
 from tests.integration.servers.dovecot import Dovecot
 from tests.integration.servers.haproxy import HAProxy, start_haproxy
@@ -177,23 +178,7 @@ def read_until_closed(port: int, send: bytes) -> bytes:
 
 def ldap_map(slapd: Slapd) -> str:
     return f"""
-[[ldap_connector]]
-name = "dir"
-uris = ["{slapd.ldap_uri}"]
-start_tls = true
-ca_file = "{slapd.ca_file}"
-bind_dn = "{PROXY_DN}"
-bind_password = "{PROXY_PASSWORD}"
-base_dn = "{PEOPLE_DN}"
-timeout = 2
-
-[[usermap]]
-name = "main"
-type = "ldap-password"
-connector = "dir"
-cache_ttl = 60
-negative_cache_ttl = 10
-"""
+{ldap_usermap(slapd, cache_ttl=60, negative_ttl=10)}"""
 
 
 @dataclass(frozen=True)

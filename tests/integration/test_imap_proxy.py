@@ -20,12 +20,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.configs import ldap_usermap
 from tests.integration.directory_data import (
     MASTER_PASSWORD,
     MASTER_USER,
-    PEOPLE_DN,
-    PROXY_DN,
-    PROXY_PASSWORD,
     stored_password,
     user,
 )
@@ -47,23 +45,7 @@ AUTH_FAILED = "[AUTHENTICATIONFAILED] Authentication failed."
 def ldap_map(slapd: object, *, cache_ttl: float = 60, negative_ttl: float = 10) -> str:
     """An ldap-password user map against C{slapd} (StartTLS, verified)."""
     return f"""
-[[ldap_connector]]
-name = "dir"
-uris = ["{slapd.ldap_uri}"]
-start_tls = true
-ca_file = "{slapd.ca_file}"
-bind_dn = "{PROXY_DN}"
-bind_password = "{PROXY_PASSWORD}"
-base_dn = "{PEOPLE_DN}"
-timeout = 2
-
-[[usermap]]
-name = "main"
-type = "ldap-password"
-connector = "dir"
-cache_ttl = {cache_ttl}
-negative_cache_ttl = {negative_ttl}
-"""
+{ldap_usermap(slapd, cache_ttl=cache_ttl, negative_ttl=negative_ttl)}"""
 
 
 def imap_section(

@@ -23,12 +23,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.configs import ldap_usermap
 from tests.integration.directory_data import (
     MASTER_PASSWORD,
     MASTER_USER,
-    PEOPLE_DN,
-    PROXY_DN,
-    PROXY_PASSWORD,
     user,
 )
 from tests.integration.node import Node, start_node
@@ -126,23 +124,7 @@ def ldap_section(directory: Slapd, cache_ttl: float = 60) -> str:
 [node]
 name = "fe-pop3-test"
 
-[[ldap_connector]]
-name = "dir"
-uris = ["{directory.ldap_uri}"]
-start_tls = true
-ca_file = "{directory.ca_file}"
-bind_dn = "{PROXY_DN}"
-bind_password = "{PROXY_PASSWORD}"
-base_dn = "{PEOPLE_DN}"
-timeout = 2
-
-[[usermap]]
-name = "main"
-type = "ldap-password"
-connector = "dir"
-cache_ttl = {cache_ttl}
-negative_cache_ttl = {cache_ttl}
-"""
+{ldap_usermap(directory, cache_ttl=cache_ttl, negative_ttl=cache_ttl)}"""
 
 
 def pop3_section(backend_port: int, **options: object) -> str:

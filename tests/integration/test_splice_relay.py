@@ -26,7 +26,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.directory_data import PEOPLE_DN, PROXY_DN, PROXY_PASSWORD, user
+from tests.integration.configs import ldap_usermap
+from tests.integration.directory_data import user
 from tests.integration.node import Node, start_node
 from tests.integration.servers.ports import free_port
 
@@ -43,22 +44,7 @@ def ldap_map(slapd: object) -> str:
 [node]
 name = "fe-splice-test"
 
-[[ldap_connector]]
-name = "dir"
-uris = ["{slapd.ldap_uri}"]
-start_tls = true
-ca_file = "{slapd.ca_file}"
-bind_dn = "{PROXY_DN}"
-bind_password = "{PROXY_PASSWORD}"
-base_dn = "{PEOPLE_DN}"
-timeout = 2
-
-[[usermap]]
-name = "main"
-type = "ldap-password"
-connector = "dir"
-cache_ttl = 60
-"""
+{ldap_usermap(slapd, cache_ttl=60)}"""
 
 
 def plaintext_service(kind: str, backend_port: int, idle_timeout: float, extra: str = "") -> str:
