@@ -13,6 +13,7 @@ from twisted.python.components import Componentized
 
 from axigen_fe.config.load import ConfigError, load
 from axigen_fe.node import build_node
+from axigen_fe.ops.gctune import freeze_startup_heap, tune_for_serving
 from axigen_fe.ops.logobserver import observer_for_twistd
 
 
@@ -74,6 +75,9 @@ class _TwistdNode(MultiService):
 
 def makeService(options: Options) -> MultiService:
     from twisted.internet import reactor
+
+    tune_for_serving()
+    reactor.callWhenRunning(freeze_startup_heap)
 
     observer = observer_for_twistd(getattr(options, "parent", None))
     if options["demo"]:

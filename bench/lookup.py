@@ -41,6 +41,10 @@ def run_node_side(uri: str, users: list[User], concurrency: int) -> dict[str, An
     from twisted.internet import defer, reactor, task
 
     from axigen_fe.config.model import LDAPConnectorConfig
+    from axigen_fe.ops.gctune import freeze_startup_heap, tune_for_serving
+
+    tune_for_serving()  # as twistd -n axigen-fe does
+    freeze_startup_heap()
     from axigen_fe.ldap.connector import LDAPConnector
     from axigen_fe.usermap.cache import CachingUserMap
     from axigen_fe.usermap.ldap_password import LDAPPasswordUserMap
