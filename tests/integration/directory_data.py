@@ -118,6 +118,16 @@ USERS: tuple[User, ...] = (
         subtree=AD_DN,
         extra={"sAMAccountName": ["carol"], "userPrincipalName": ["carol@ad.example.com"]},
     ),
+    # a non-ASCII logon name: mail is IA5 in OpenLDAP, sAMAccountName is a directoryString
+    User(
+        "joerg",
+        "joerg@ad.example.com",
+        "jörg-secret",
+        "SSHA",
+        "b",
+        subtree=AD_DN,
+        extra={"sAMAccountName": ["jörg"], "userPrincipalName": ["joerg@ad.example.com"]},
+    ),
     User(
         "dave",
         "dave@ad.example.com",

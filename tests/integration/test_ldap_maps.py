@@ -248,6 +248,17 @@ class SharedSlapdTests(DirectoryTestCase):
         await self.expect(m, umlaut.address, umlaut.password, Outcome.ROUTED, self.hosts["a"])
         await self.expect(m, umlaut.address, "pässwörd", Outcome.BAD_PASSWORD)
 
+    async def test_non_ascii_addresses_are_searched_as_utf8(self) -> None:
+        """ "jörg" reaches slapd as UTF-8 and matches the directoryString sAMAccountName;
+        where the attribute cannot hold it (mail is IA5), the answer is unknown-user."""
+        joerg = user("joerg@ad.example.com")
+        m = self.bind_map(filter="(sAMAccountName=%u)")
+        await self.expect(m, "JÖRG@ad.example.com", joerg.password, Outcome.ROUTED, self.hosts["b"])
+        await self.expect(m, "jörg@ad.example.com", "wrong", Outcome.BAD_PASSWORD)
+        await self.expect(m, "jörgen@ad.example.com", "x", Outcome.UNKNOWN_USER)
+        mail = self.password_map()
+        await self.expect(mail, "jörg@example.com", "x", Outcome.UNKNOWN_USER)
+
     async def test_bind_map_injection_never_routes(self) -> None:
         carol = user("carol@ad.example.com")
         m = self.bind_map(filter="(|(sAMAccountName=%u)(userPrincipalName=%e))")
