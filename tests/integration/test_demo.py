@@ -8,7 +8,6 @@ rendered for those ports, exactly as a user would use etc/demo.toml with the def
 from __future__ import annotations
 
 import imaplib
-import importlib.util
 import json
 import os
 import poplib
@@ -30,29 +29,6 @@ from tests.integration.node import twistd
 from tests.integration.servers.ports import random_loopback_prefix, wait_for_port
 
 pytestmark = pytest.mark.integration
-
-
-def _missing(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is None
-    except ModuleNotFoundError:
-        return True
-
-
-needs_ldap_map = pytest.mark.skipif(
-    _missing("axigen_fe.usermap.ldap_password"),
-    reason="axigen_fe.usermap.ldap_password (LDAP user map) not written yet",
-)
-needs_imap = pytest.mark.skipif(
-    _missing("axigen_fe.imap.service"), reason="axigen_fe.imap.service (IMAP proxy) not written yet"
-)
-needs_pop3 = pytest.mark.skipif(
-    _missing("axigen_fe.pop3.service"), reason="axigen_fe.pop3.service (POP3 proxy) not written yet"
-)
-needs_smtp = pytest.mark.skipif(
-    _missing("axigen_fe.smtp.service"),
-    reason="axigen_fe.smtp.service (SMTP proxies) not written yet",
-)
 
 
 @dataclass
@@ -198,18 +174,16 @@ def test_banner_prints_ports_and_demo_credentials(demo: Demo) -> None:
     assert demo.layout.ldap_uri in out
     assert f"{demo.layout.backend_hosts[0]}: IMAP {demo.layout.backend_imap_port}" in out
     assert f"{demo.layout.backend_hosts[1]}: IMAP {demo.layout.backend_imap_port}" in out
-    if not _missing("axigen_fe.imap.service"):
-        assert f"IMAP 127.0.0.1:{demo.layout.imap_port}" in first
-        assert "import imaplib" in out
-    if not _missing("axigen_fe.pop3.service"):
-        assert f"POP3 127.0.0.1:{demo.layout.pop3_port}" in first
+    assert f"IMAP 127.0.0.1:{demo.layout.imap_port}" in first
+    assert "import imaplib" in out
+    assert f"POP3 127.0.0.1:{demo.layout.pop3_port}" in first
+    assert "not started" not in out  # every proxy of the demo is there
     assert "axigen-fe demo:" in demo.log_text  # and the same in the log
 
 
 # --- axigen-fe lookup against the demo directory --------------------------------
 
 
-@needs_ldap_map
 def test_lookup_routes_alice_to_backend_1(demo: Demo) -> None:
     code, result = _lookup(demo, "alice@demo.test")
     assert code == 0
@@ -218,25 +192,21 @@ def test_lookup_routes_alice_to_backend_1(demo: Demo) -> None:
     assert result["usermap"] == "main"
 
 
-@needs_ldap_map
 def test_lookup_routes_bob_to_backend_2_whatever_the_case(demo: Demo) -> None:
     code, result = _lookup(demo, "Bob@Demo.Test")
     assert (code, result["result"], result["host"]) == (0, "routed", demo.layout.backend_hosts[1])
 
 
-@needs_ldap_map
 def test_lookup_with_the_right_password_routes(demo: Demo) -> None:
     code, result = _lookup(demo, "alice@demo.test", "alice")
     assert (code, result["result"], result["host"]) == (0, "routed", demo.layout.backend_hosts[0])
 
 
-@needs_ldap_map
 def test_lookup_with_a_wrong_password_is_bad_password(demo: Demo) -> None:
     code, result = _lookup(demo, "alice@demo.test", "bob")
     assert (code, result["result"], result["host"]) == (1, "bad-password", None)
 
 
-@needs_ldap_map
 def test_lookup_of_an_unknown_user(demo: Demo) -> None:
     code, result = _lookup(demo, "carol@demo.test")
     assert (code, result["result"]) == (1, "unknown-user")
@@ -245,7 +215,6 @@ def test_lookup_of_an_unknown_user(demo: Demo) -> None:
 # --- real clients through the demo node -----------------------------------------
 
 
-@needs_imap
 def test_imap_alice_reaches_backend_1(demo: Demo) -> None:
     client = imaplib.IMAP4("127.0.0.1", demo.layout.imap_port, timeout=20)
     try:
@@ -262,7 +231,6 @@ def test_imap_alice_reaches_backend_1(demo: Demo) -> None:
     assert "demo back-end 1: IMAP login alice@demo.test" in demo.log_text
 
 
-@needs_imap
 def test_imap_wrong_password_is_refused(demo: Demo) -> None:
     client = imaplib.IMAP4("127.0.0.1", demo.layout.imap_port, timeout=20)
     try:
@@ -272,7 +240,6 @@ def test_imap_wrong_password_is_refused(demo: Demo) -> None:
         client.shutdown()
 
 
-@needs_pop3
 def test_pop3_bob_reaches_backend_2(demo: Demo) -> None:
     client = poplib.POP3("127.0.0.1", demo.layout.pop3_port, timeout=20)
     try:
@@ -287,8 +254,6 @@ def test_pop3_bob_reaches_backend_2(demo: Demo) -> None:
     assert "demo back-end 2: POP3 login bob@demo.test" in demo.log_text
 
 
-@needs_smtp
-@needs_pop3
 def test_smtp_to_bob_lands_in_bobs_mailbox_on_backend_2(demo: Demo) -> None:
     subject = f"demo smtp test {random.randrange(10**9)}"
     with smtplib.SMTP("127.0.0.1", demo.layout.smtp_port, timeout=20) as smtp:
@@ -313,8 +278,6 @@ def test_smtp_to_bob_lands_in_bobs_mailbox_on_backend_2(demo: Demo) -> None:
         client.quit()
 
 
-@needs_smtp
-@needs_imap
 def test_submission_from_alice_reaches_bob_on_the_other_backend(demo: Demo) -> None:
     subject = f"demo submission test {random.randrange(10**9)}"
     with smtplib.SMTP("127.0.0.1", demo.layout.submission_port, timeout=20) as smtp:
