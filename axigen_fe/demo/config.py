@@ -63,16 +63,6 @@ cache_ttl = 60
 negative_cache_ttl = 10
 """)
 
-_FILE = Template("""
-# The LDAP user maps are not installed in this build: route by a file written at start-up.
-[[usermap]]
-name = "main"
-type = "file"
-path = "$path"
-cache_ttl = 60
-negative_cache_ttl = 10
-""")
-
 _SERVICES = {
     "imap": Template("""
 [imap]
@@ -125,10 +115,8 @@ allow_plaintext_without_tls = true
 }
 
 
-def render(
-    layout: DemoLayout, services: Iterable[str] = SERVICE_KINDS, file_map: Path | None = None
-) -> str:
-    """The TOML text; C{file_map} replaces the LDAP map by a file map at that path."""
+def render(layout: DemoLayout, services: Iterable[str] = SERVICE_KINDS) -> str:
+    """The TOML text: the ldap-password map on the demo directory, then C{services}."""
     values = {
         "host": layout.host,
         "domain": DOMAIN,
@@ -146,16 +134,15 @@ def render(
         "backend_pop3_port": layout.backend_pop3_port,
         "backend_smtp_port": layout.backend_smtp_port,
         "backend_submission_port": layout.backend_submission_port,
-        "path": str(file_map) if file_map is not None else "",
     }
     parts = [_HEAD.substitute(values)]
-    parts.append(_LDAP.substitute(values) if file_map is None else _FILE.substitute(values))
+    parts.append(_LDAP.substitute(values))
     parts += [_SERVICES[kind].substitute(values) for kind in SERVICE_KINDS if kind in services]
     return "".join(parts)
 
 
 def demo_configuration(
-    layout: DemoLayout, services: Iterable[str] = SERVICE_KINDS, file_map: Path | None = None
+    layout: DemoLayout, services: Iterable[str] = SERVICE_KINDS
 ) -> NodeConfiguration:
     """Parse L{render}'s text with the ordinary loader (a mistake here fails loudly)."""
-    return parse(tomllib.loads(render(layout, services, file_map)), "<demo>", Path.cwd())
+    return parse(tomllib.loads(render(layout, services)), "<demo>", Path.cwd())

@@ -24,9 +24,7 @@ from axigen_fe.demo.config import demo_configuration, render
 from axigen_fe.demo.directory import build_tree
 from axigen_fe.demo.layout import DEMO_USERS, PROXY_DN, PROXY_PASSWORD, DemoLayout
 from axigen_fe.demo.mailstore import Mailbox
-from axigen_fe.demo.node import _file_map, banner
-from axigen_fe.usermap.file import parse_map
-from axigen_fe.usermap.passwords import Verdict, verify
+from axigen_fe.demo.node import banner
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -80,36 +78,18 @@ def test_demo_config_has_only_the_services_asked_for() -> None:
     assert config.connectors["demo-directory"].bind_dn == PROXY_DN
 
 
-def test_demo_config_falls_back_to_a_file_map(tmp_path: Path) -> None:
-    path = tmp_path / "map.txt"
-    path.write_text("alice@demo.test 127.0.0.11\n", encoding="utf-8")
-    config = demo_configuration(DemoLayout(), ["pop3"], file_map=path)
-    assert config.usermaps["main"].type is UserMapType.FILE
-    assert config.connectors == {}
-
-
-def test_file_map_fallback_routes_the_same_users_with_the_same_passwords(tmp_path: Path) -> None:
-    table = parse_map(_file_map(tmp_path, DemoLayout()).read_text(encoding="utf-8"), "demo")
-    assert table["bob@demo.test"].host == "127.0.0.12"
-    stored = table["alice@demo.test"].stored_password
-    assert stored is not None and verify(stored, b"alice") is Verdict.MATCH
-
-
-def test_banner_names_ports_users_and_what_is_missing() -> None:
-    lines = banner(
-        DemoLayout(), ["imap"], {"pop3": "axigen_fe.pop3.service is not available"}, True
-    )
+def test_banner_names_ports_users_and_commands_for_the_services_given() -> None:
+    lines = banner(DemoLayout(), ["imap"])
     assert lines[0] == (
         "axigen-fe demo: IMAP 127.0.0.1:10143; users alice@demo.test/alice, bob@demo.test/bob"
     )
     text = "\n".join(lines)
-    assert "not started POP3" in text
     assert "import imaplib" in text and "import poplib" not in text
     assert "axigen-fe lookup --config etc/demo.toml" in text
 
 
 def test_banner_for_other_ports_does_not_point_at_etc_demo_toml() -> None:
-    text = "\n".join(banner(DemoLayout(base_port=30000), ["imap"], {}, True))
+    text = "\n".join(banner(DemoLayout(base_port=30000), ["imap"]))
     assert "etc/demo.toml matches the default ports" in text
 
 
