@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 
 def percentile(values: Sequence[float], p: float) -> float:
@@ -47,6 +47,27 @@ def cpu_seconds(pid: int) -> float:
         fields = f.read().rsplit(")", 1)[1].split()
     ticks = os.sysconf("SC_CLK_TCK")
     return (int(fields[11]) + int(fields[12])) / ticks
+
+
+def process_tree_cpu(pid: int) -> Callable[[], float]:
+    """A function giving utime+stime of C{pid} and its direct children (nginx master + workers)."""
+
+    def total() -> float:
+        pids = [pid]
+        try:
+            with open(f"/proc/{pid}/task/{pid}/children") as f:
+                pids += [int(p) for p in f.read().split()]
+        except OSError:
+            pass
+        cpu = 0.0
+        for p in pids:
+            try:
+                cpu += cpu_seconds(p)
+            except OSError:
+                pass
+        return cpu
+
+    return total
 
 
 def rss_kib(pid: int) -> int:

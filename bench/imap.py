@@ -56,13 +56,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from _common import cpu_seconds, machine, percentile, rss_kib, table  # noqa: E402
+from _common import cpu_seconds, machine, percentile, process_tree_cpu, rss_kib, table  # noqa: E402
+from _nginx import start_nginx_mail  # noqa: E402
 
 from tests.integration.directory_data import PEOPLE_DN, PROXY_DN, PROXY_PASSWORD, User  # noqa: E402
 from tests.integration.node import Node, start_node  # noqa: E402
 from tests.integration.servers.dovecot import Dovecot, make_dovecots, make_root_dir  # noqa: E402
 from tests.integration.servers.pki import IssuedCert, TestCA, make_ca  # noqa: E402
-from tests.integration.servers.ports import free_port, random_loopback_prefix, wait_for_port  # noqa: E402
+from tests.integration.servers.ports import free_port, random_loopback_prefix  # noqa: E402
 from tests.integration.servers.slapd import Slapd, start_slapd  # noqa: E402
 
 BIG_USER = User("imapbig", "imapbig@example.com", "big-secret", "SSHA", "a")
@@ -437,78 +438,6 @@ endpoint = "tcp:port={port}:interface=127.0.0.1:backlog=1024"
 """
 
 
-NGINX_MAIL_MODULE = Path("/usr/lib/nginx/modules/ngx_mail_module.so")
-
-
-def start_nginx(directory: Path, backend: Dovecot, port: int) -> subprocess.Popen[bytes] | None:
-    nginx = shutil.which("nginx", path="/usr/sbin:/usr/bin")
-    if nginx is None or not NGINX_MAIL_MODULE.exists():
-        return None
-    directory.mkdir(parents=True, exist_ok=True)
-    auth_port = free_port()
-    (directory / "nginx.conf").write_text(
-        f"""
-load_module {NGINX_MAIL_MODULE};
-worker_processes 1;
-daemon off;
-pid {directory}/nginx.pid;
-error_log {directory}/error.log warn;
-events {{ worker_connections 16384; }}
-http {{
-    access_log off;
-    client_body_temp_path {directory}/tmp;
-    server {{
-        listen 127.0.0.1:{auth_port};
-        location /auth {{
-            add_header Auth-Status OK;
-            add_header Auth-Server {backend.host};
-            add_header Auth-Port {backend.imap_port};
-            return 204;
-        }}
-    }}
-}}
-mail {{
-    auth_http 127.0.0.1:{auth_port}/auth;
-    proxy_buffer 64k;
-    server {{
-        listen 127.0.0.1:{port} backlog=1024;
-        protocol imap;
-        imap_auth login plain;
-        proxy on;
-    }}
-}}
-"""
-    )
-    proc = subprocess.Popen(
-        [nginx, "-p", str(directory), "-c", str(directory / "nginx.conf")],
-        stdout=subprocess.DEVNULL,
-        stderr=open(directory / "stderr", "wb"),
-    )
-    wait_for_port("127.0.0.1", port, timeout=10)
-    return proc
-
-
-def process_tree_cpu(pid: int) -> Callable[[], float]:
-    """utime+stime of C{pid} and its direct children (nginx master + workers)."""
-
-    def total() -> float:
-        pids = [pid]
-        try:
-            with open(f"/proc/{pid}/task/{pid}/children") as f:
-                pids += [int(p) for p in f.read().split()]
-        except OSError:
-            pass
-        cpu = 0.0
-        for p in pids:
-            try:
-                cpu += cpu_seconds(p)
-            except OSError:
-                pass
-        return cpu
-
-    return total
-
-
 def raise_fd_limit(wanted: int) -> int:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     new = min(hard, max(soft, wanted))
@@ -601,7 +530,9 @@ def main() -> None:
         login_users = users[: args.users]
         nginx_port = free_port()
         if "nginx" not in skip:
-            nginx = start_nginx(work / "nginx", dovecot, nginx_port)
+            nginx = start_nginx_mail(
+                work / "nginx", "imap", dovecot.host, dovecot.imap_port, nginx_port
+            )
 
         if "logins" not in skip:
             cold, cold_port = node("node-cold", cache_ttl=0)

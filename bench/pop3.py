@@ -46,7 +46,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from _common import cpu_seconds, machine, percentile, table  # noqa: E402
+from _common import cpu_seconds, machine, percentile, process_tree_cpu, table  # noqa: E402
+from _nginx import start_nginx_mail  # noqa: E402
 
 from tests.integration.directory_data import PEOPLE_DN, PROXY_DN, PROXY_PASSWORD, User  # noqa: E402
 from tests.integration.node import Node, start_node  # noqa: E402
@@ -221,27 +222,6 @@ def retr_load(
     return RetrRun(times, size, used)
 
 
-def process_tree_cpu(pid: int) -> Callable[[], float]:
-    """utime+stime of C{pid} and its direct children (nginx master + workers)."""
-
-    def total() -> float:
-        pids = [pid]
-        try:
-            with open(f"/proc/{pid}/task/{pid}/children") as f:
-                pids += [int(p) for p in f.read().split()]
-        except OSError:
-            pass
-        cpu = 0.0
-        for p in pids:
-            try:
-                cpu += cpu_seconds(p)
-            except OSError:
-                pass
-        return cpu
-
-    return total
-
-
 # ----------------------------------------------------------------------------- set-up
 
 
@@ -293,57 +273,6 @@ authenticate_on_proxy = true
 endpoint = "tcp:port={port}:interface=127.0.0.1"
 tls = "none"
 """
-
-
-NGINX_MAIL_MODULE = Path("/usr/lib/nginx/modules/ngx_mail_module.so")
-
-
-def start_nginx(directory: Path, backend: Dovecot, port: int) -> subprocess.Popen[bytes] | None:
-    nginx = shutil.which("nginx", path="/usr/sbin:/usr/bin")
-    if nginx is None or not NGINX_MAIL_MODULE.exists():
-        return None
-    directory.mkdir(parents=True, exist_ok=True)
-    auth_port = free_port()
-    (directory / "nginx.conf").write_text(
-        f"""
-load_module {NGINX_MAIL_MODULE};
-worker_processes 1;
-daemon off;
-pid {directory}/nginx.pid;
-error_log {directory}/error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    client_body_temp_path {directory}/tmp;
-    server {{
-        listen 127.0.0.1:{auth_port};
-        location /auth {{
-            add_header Auth-Status OK;
-            add_header Auth-Server {backend.host};
-            add_header Auth-Port {backend.pop3_port};
-            return 204;
-        }}
-    }}
-}}
-mail {{
-    auth_http 127.0.0.1:{auth_port}/auth;
-    proxy_buffer 64k;
-    server {{
-        listen 127.0.0.1:{port};
-        protocol pop3;
-        pop3_auth plain;
-        proxy on;
-    }}
-}}
-"""
-    )
-    proc = subprocess.Popen(
-        [nginx, "-p", str(directory), "-c", str(directory / "nginx.conf")],
-        stdout=subprocess.DEVNULL,
-        stderr=open(directory / "stderr", "wb"),
-    )
-    wait_for_port("127.0.0.1", port, timeout=10)
-    return proc
 
 
 def bare_relay(backend_host: str, backend_port: int, listen_port: int) -> None:
@@ -483,7 +412,9 @@ def main() -> None:
             [("127.0.0.1", warm_port)],
         )
         nodes.append(warm)
-        nginx = start_nginx(work / "nginx", dovecot, nginx_port)
+        nginx = start_nginx_mail(
+            work / "nginx", "pop3", dovecot.host, dovecot.pop3_port, nginx_port
+        )
         bare_port = free_port()
         bare = subprocess.Popen(
             [
