@@ -33,7 +33,9 @@ def _direct_sender(transport: Any) -> Callable[[bytes], None]:
     """
     if not isinstance(transport, tcp.Connection) or getattr(transport, "TLS", False):
         return transport.write  # type: ignore[no-any-return]
-    sock = transport.socket
+    sock = getattr(transport, "socket", None)
+    if sock is None:  # the connection is already gone (tcp drops .socket when it closes)
+        return transport.write
     write: Callable[[bytes], None] = transport.write
 
     def send(data: bytes) -> None:

@@ -158,7 +158,12 @@ def plain_tcp(transport: object) -> bool:
     if not SPLICE_AVAILABLE or not isinstance(transport, tcp.Connection):
         return False
     d = vars(transport)
-    return not getattr(transport, "TLS", False) and "doRead" not in d and "doWrite" not in d
+    return (
+        "socket" in d  # gone once the connection closed
+        and not getattr(transport, "TLS", False)
+        and "doRead" not in d
+        and "doWrite" not in d
+    )
 
 
 def idle(transport: Any) -> bool:
