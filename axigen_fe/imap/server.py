@@ -548,7 +548,7 @@ class IMAPProxy(Protocol):
             local_ip, local_port, _ = format_peer(local)
             assert self.log is not None
             client = ClientAddress(
-                self.peer[0], self.peer[1], local_ip, local_port, self.log.session
+                self.peer[0], self.peer[1], local_ip, local_port, f.ids.qualified(self.log.session)
             )
         starttls = None
         if f.config.backend_tls is TLSMode.STARTTLS:

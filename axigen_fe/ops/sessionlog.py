@@ -23,6 +23,11 @@ class SessionIds:
     def next(self) -> str:
         return f"{next(self._counter):08X}"
 
+    def qualified(self, session: str) -> str:
+        """C{session} made unique across the cluster (C{fe1-imap-0000001A}), for ids a
+        back-end sees from several nodes (IMAP ID C{x-session-ext-id})."""
+        return f"{self._prefix}-{session}"
+
 
 #: one Logger for all sessions: a Logger class attribute would build a new Logger per
 #: access (its descriptor binds it to the instance)

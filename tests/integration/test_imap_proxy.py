@@ -373,6 +373,8 @@ def test_backend_leg_uses_verified_starttls(main_node: dict, dovecot_backends: d
     c.logout()
     line = wait_for_line(dovecot_backends["a"], f"rip={source}")
     assert "TLS" in line  # Dovecot marks logins over TLS
+    # ID x-session-ext-id: the node's session id, qualified to be unique in the cluster
+    assert re.search(r"session=<fe1-imap-[0-9A-F]{8}>", line), line
 
 
 def wait_for_line(backend: object, needle: str, timeout: float = 10) -> str:
