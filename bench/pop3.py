@@ -39,7 +39,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,6 +47,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from _common import cpu_seconds, machine, percentile, process_tree_cpu, table  # noqa: E402
+from _logins import LoginRun, login_load  # noqa: E402
 from _nginx import start_nginx_mail  # noqa: E402
 
 from tests.integration.directory_data import PEOPLE_DN, PROXY_DN, PROXY_PASSWORD, User  # noqa: E402
@@ -61,25 +62,6 @@ MIB = 1024 * 1024
 
 
 # ----------------------------------------------------------------------------- measuring
-
-
-@dataclass
-class LoginRun:
-    logins: int = 0
-    errors: int = 0
-    latencies: list[float] = field(default_factory=list)
-    seconds: float = 0.0
-    proxy_cpu: float | None = None
-
-    @property
-    def rate(self) -> float:
-        return self.logins / self.seconds if self.seconds else 0.0
-
-    @property
-    def cpu_us_per_login(self) -> float | None:
-        if self.proxy_cpu is None or not self.logins:
-            return None
-        return self.proxy_cpu / self.logins * 1e6
 
 
 async def _expect_ok(reader: asyncio.StreamReader) -> None:
@@ -106,53 +88,6 @@ async def one_login(host: str, port: int, u: User) -> None:
             await writer.wait_closed()
         except OSError:
             pass
-
-
-async def login_load(
-    host: str,
-    port: int,
-    users: list[User],
-    clients: int,
-    seconds: float,
-    warmup: float,
-    cpu: Callable[[], float] | None,
-) -> LoginRun:
-    run = LoginRun()
-    counter = 0
-    measuring = False
-    stop_at = 0.0
-
-    async def worker() -> None:
-        nonlocal counter
-        while True:
-            now = time.monotonic()
-            if stop_at and now >= stop_at:
-                return
-            u = users[counter % len(users)]
-            counter += 1
-            start = time.monotonic()
-            try:
-                await one_login(host, port, u)
-            except (OSError, RuntimeError, asyncio.IncompleteReadError):
-                if measuring:
-                    run.errors += 1
-                continue
-            if measuring and time.monotonic() <= stop_at:
-                run.logins += 1
-                run.latencies.append(time.monotonic() - start)
-
-    tasks = [asyncio.create_task(worker()) for _ in range(clients)]
-    await asyncio.sleep(warmup)
-    measuring = True
-    cpu0 = cpu() if cpu else None
-    t0 = time.monotonic()
-    stop_at = t0 + seconds
-    await asyncio.sleep(seconds)
-    run.seconds = time.monotonic() - t0
-    if cpu is not None and cpu0 is not None:
-        run.proxy_cpu = cpu() - cpu0
-    await asyncio.gather(*tasks)
-    return run
 
 
 def _read_line(s: socket.socket) -> bytes:
@@ -474,7 +409,7 @@ def main() -> None:
             for name, h, p, cpu in paths:
                 print(f"logins, round {round_ + 1}: {name} ...", file=sys.stderr)
                 run = asyncio.run(
-                    login_load(h, p, users, args.clients, args.seconds, args.warmup, cpu)
+                    login_load(one_login, h, p, users, args.clients, args.seconds, args.warmup, cpu)
                 )
                 if name not in best or run.rate > best[name].rate:
                     best[name] = run
