@@ -163,8 +163,11 @@ class Pop3ProxyFactory(Factory):
         self.greeting = (
             b"+OK " + config.greeting.encode("utf-8").replace(b"\r", b"").replace(b"\n", b"") + CRLF
         )
-        self.send_password_to_map = config.authenticate_on_proxy or usermap.checks_passwords_always
         master = config.backend_master_user
+        # with a master login the back-end checks nothing: the node must (as IMAP does)
+        self.send_password_to_map = bool(
+            config.authenticate_on_proxy or usermap.checks_passwords_always or master
+        )
         self.master_user = master.encode("utf-8") if master else None
         self.master_password = (config.backend_master_password or "").encode("utf-8")
 

@@ -536,6 +536,16 @@ def test_master_user_mode() -> None:
     assert backend.sent().endswith(b64(b"alice@example.com\0fe-master\0master-secret") + b"\r\n")
 
 
+def test_master_user_mode_checks_the_password_on_the_node_even_if_told_not_to() -> None:
+    """The master login lets anyone in on the back-end: the node is the only check left."""
+    s = Session(master=("fe-master", "master-secret"), authenticate_on_proxy=False)
+    s.send(b"USER alice@example.com\r\nPASS not-alices\r\n")
+    assert s.usermap.lookups == [("alice@example.com", b"not-alices")]
+    assert s.connector.attempts == []
+    s.clock.advance(1)
+    assert s.lines()[-1].startswith(b"-ERR [AUTH]")
+
+
 def test_backend_starttls_uses_verifying_options_for_the_mapped_host() -> None:
     s = Session(connector=FakeConnector(TLSMode.STARTTLS))
     s.send(b"USER alice@example.com\r\nPASS alice-secret\r\n")
