@@ -35,6 +35,7 @@ from pathlib import Path
 
 from tests.integration.directory_data import MASTER_PASSWORD, MASTER_USER, User
 from tests.integration.servers.pki import IssuedCert
+from tests.integration.servers.process import ServerProcess
 
 DOVECOT_BIN = shutil.which("dovecot", path="/usr/sbin:/usr/bin:/sbin:/bin") or "/usr/sbin/dovecot"
 #: system user that owns the mailboxes (Dovecot refuses uid 0 for mail access)
@@ -78,7 +79,7 @@ def welcome_message(label: str, address: str) -> bytes:
 
 
 @dataclass
-class Dovecot:
+class Dovecot(ServerProcess):
     """One Dovecot instance bound to C{host}; see the module docstring for its files."""
 
     label: str
@@ -94,6 +95,10 @@ class Dovecot:
     #: address -> user, the mailboxes this back-end holds
     users: dict[str, User] = field(default_factory=dict, repr=False)
     process: subprocess.Popen | None = field(default=None, repr=False)
+
+    @property
+    def name(self) -> str:
+        return f"dovecot {self.label}"
 
     # ----------------------------------------------------------------- paths
 
@@ -358,35 +363,7 @@ protocol lmtp {{
                 raise TimeoutError(f"dovecot {self.label}: no {self.auth_socket}")
             time.sleep(0.05)
 
-    def request_stop(self) -> None:
-        """Send SIGTERM to the master (by PID) without waiting: stop several at once."""
-        proc = self.process
-        if proc is not None and proc.poll() is None:
-            os.kill(proc.pid, signal.SIGTERM)
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM the master (C{dovecot -F}, our child) and wait for it to exit."""
-        proc = self.process
-        if proc is None:
-            return
-        self.request_stop()
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(5)
-        self.process = None
-
-    def is_running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
     # ----------------------------------------------------------- inspection
-
-    def log_text(self) -> str:
-        try:
-            return self.log_file.read_text(encoding="utf-8", errors="replace")
-        except FileNotFoundError:
-            return ""
 
     def mailbox_messages(self, address: str) -> list[bytes]:
         """The raw messages in C{address}'s INBOX (new/ and cur/), oldest first."""
@@ -410,17 +387,6 @@ protocol lmtp {{
                 moved = list((maildir / "cur").glob(p.name.split(":", 1)[0] + "*"))
                 out.extend(m.read_bytes() for m in moved[:1])
         return out
-
-    def wait_for_log(self, needle: str, timeout: float = 10.0) -> str:
-        """Poll the log until C{needle} appears (the log process writes asynchronously)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            text = self.log_text()
-            if needle in text:
-                return text
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{needle!r} not in dovecot {self.label} log:\n{text[-4000:]}")
-            time.sleep(0.05)
 
     def add_message(self, address: str, raw: bytes) -> Path:
         """Drop C{raw} into C{address}'s INBOX (maildir new/), as a local delivery would."""

@@ -15,7 +15,6 @@ expects the header never sees a bare connection from them.
 from __future__ import annotations
 
 import shutil
-import signal
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from pathlib import Path
 
 from tests.integration.servers.dovecot import die_with_parent
 from tests.integration.servers.ports import free_port, wait_for_port
+from tests.integration.servers.process import ServerProcess
 
 HAPROXY_BIN = shutil.which("haproxy", path="/usr/sbin:/usr/bin:/sbin:/bin") or "/usr/sbin/haproxy"
 
@@ -46,7 +46,7 @@ class Frontend:
 
 
 @dataclass
-class HAProxy:
+class HAProxy(ServerProcess):
     directory: Path
     frontends: list[Frontend]
     host: str = "127.0.0.1"
@@ -137,39 +137,9 @@ backend be_{f.name}
                         self.stop()
                         raise
 
-    def stop(self) -> None:
-        """SIGTERM (hard stop) by PID, SIGKILL if it lingers."""
-        proc = self.process
-        if proc is None:
-            return
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-        self.process = None
-
     @property
     def pid(self) -> int | None:
         return self.process.pid if self.process is not None else None
-
-    def log_text(self) -> str:
-        try:
-            return self.log_file.read_text(encoding="utf-8", errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    def wait_for_log(self, needle: str, timeout: float = 10.0) -> str:
-        deadline = time.monotonic() + timeout
-        while True:
-            text = self.log_text()
-            if needle in text:
-                return text
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{needle!r} not in the haproxy log:\n{text[-3000:]}")
-            time.sleep(0.05)
 
 
 def start_haproxy(

@@ -35,7 +35,6 @@ import grp
 import json
 import os
 import pwd
-import signal
 import socket
 import subprocess
 import time
@@ -45,13 +44,14 @@ from pathlib import Path
 from tests.integration.directory_data import User
 from tests.integration.servers.dovecot import die_with_parent
 from tests.integration.servers.pki import IssuedCert
+from tests.integration.servers.process import ServerProcess
 
 POSTFIX_BIN = "/usr/sbin/postfix"
 MASTER_BIN = "/usr/lib/postfix/sbin/master"
 
 
 @dataclass
-class Postfix:
+class Postfix(ServerProcess):
     """One Postfix instance bound to C{host}; see the module docstring."""
 
     label: str
@@ -69,6 +69,11 @@ class Postfix:
     users: dict[str, User] = field(default_factory=dict, repr=False)
     virtual_domains: tuple[str, ...] = ("example.com", "ad.example.com")
     process: subprocess.Popen | None = field(default=None, repr=False)
+    stop_timeout = 15.0  # master stops its own children first
+
+    @property
+    def name(self) -> str:
+        return f"postfix {self.label}"
 
     # ----------------------------------------------------------------- paths
 
@@ -394,46 +399,7 @@ postlog   unix-dgram n  -       n       -       1       postlogd
         except OSError:
             return False
 
-    def request_stop(self) -> None:
-        """Send SIGTERM to master (by PID) without waiting: stop several at once."""
-        proc = self.process
-        if proc is not None and proc.poll() is None:
-            os.kill(proc.pid, signal.SIGTERM)
-
-    def stop(self, timeout: float = 15.0) -> None:
-        """SIGTERM master (C{master -d}, our child; it stops its own children) and wait."""
-        proc = self.process
-        if proc is None:
-            return
-        self.request_stop()
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(5)
-        self.process = None
-
-    def is_running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
     # ----------------------------------------------------------- inspection
-
-    def log_text(self) -> str:
-        try:
-            return self.log_file.read_text(encoding="utf-8", errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    def wait_for_log(self, needle: str, timeout: float = 10.0) -> str:
-        """Poll the log until C{needle} appears; return the whole log text."""
-        deadline = time.monotonic() + timeout
-        while True:
-            text = self.log_text()
-            if needle in text:
-                return text
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{needle!r} not in postfix {self.label} log:\n{text[-4000:]}")
-            time.sleep(0.1)
 
     def flush(self) -> None:
         """Retry deferred mail now (C{postfix flush})."""
