@@ -355,6 +355,38 @@ class Slapd:
         self._proc = None
         self.pid = None
 
+    def freeze(self, timeout: float = 10.0) -> None:
+        """SIGSTOP slapd and wait until every one of its threads has stopped.
+
+        C{kill} returns before the threads stop: a worker still running on the other CPU
+        could answer one more request, so a test that expects silence must wait here.
+        """
+        assert self.pid is not None, "slapd is not running"
+        os.kill(self.pid, signal.SIGSTOP)
+        tasks = Path(f"/proc/{self.pid}/task")
+        deadline = time.monotonic() + timeout
+        while True:
+            states = []
+            for task in tasks.iterdir():
+                try:
+                    # "PID (comm) STATE ...": comm may hold spaces, so split after ")".
+                    states.append((task / "stat").read_text().rsplit(")", 1)[1].split()[0])
+                except (FileNotFoundError, IndexError):
+                    continue
+            if states and all(state in ("T", "t") for state in states):
+                return
+            if time.monotonic() > deadline:
+                raise SlapdError(f"slapd threads not stopped after {timeout}s: {states}")
+            time.sleep(0.005)
+
+    def thaw(self) -> None:
+        """Undo L{freeze}; harmless if slapd has gone."""
+        if self.pid is not None:
+            try:
+                os.kill(self.pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+
     def log_tail(self, lines: int = 40) -> str:
         try:
             return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
