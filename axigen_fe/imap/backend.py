@@ -39,6 +39,8 @@ from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from axigen_fe.net.fastwrite import write_now
+
 
 @dataclass(frozen=True)
 class Credentials:
@@ -392,7 +394,7 @@ class BackendLogin(Protocol):
                 )
                 return
             self._state = _State.STARTTLS
-            self._tcp.write(_TAG_STARTTLS + b" STARTTLS\r\n")
+            write_now(self.transport, _TAG_STARTTLS + b" STARTTLS\r\n")
             return
         self._send_login()
 
@@ -422,15 +424,15 @@ class BackendLogin(Protocol):
         plan = self._plan = plan_login(self._credentials, self._master, self._caps)
         self._credentials = None
         out = id_command(self._client) if self._client is not None else b""
-        self._tcp.write(out + plan.parts[0])
+        write_now(self.transport, out + plan.parts[0])
 
     def _continuation(self) -> None:
         plan = self._plan
         if self._state is not _State.LOGIN or plan is None or self._next_part >= len(plan.parts):
             # a challenge we have no answer for: cancel, the tagged NO follows
-            self._tcp.write(b"*\r\n")
+            write_now(self.transport, b"*\r\n")
             return
-        self._tcp.write(plan.parts[self._next_part])
+        write_now(self.transport, plan.parts[self._next_part])
         self._next_part += 1
 
     def _login_answer(self, status: bytes, text: bytes) -> None:
@@ -453,7 +455,7 @@ class BackendLogin(Protocol):
         self._login_text = text
         if self._post_caps is None:
             self._state = _State.CAPABILITY
-            self._tcp.write(_TAG_CAPABILITY + b" CAPABILITY\r\n")
+            write_now(self.transport, _TAG_CAPABILITY + b" CAPABILITY\r\n")
             return
         self._finish()
 

@@ -55,6 +55,7 @@ from axigen_fe.imap.backend import (
 )
 from axigen_fe.imap.parser import Atom, BadCommand, Command, CommandReader, Continue
 from axigen_fe.net.backend import BackendConnector
+from axigen_fe.net.fastwrite import write_now
 from axigen_fe.net.listener import ListenerContext
 from axigen_fe.net.relay import Pipe
 from axigen_fe.ops.sessionlog import SessionIds, SessionLog
@@ -227,7 +228,7 @@ class IMAPProxy(Protocol):
         self._preauth = self._idle = None
 
     def _send(self, data: bytes) -> None:
-        self._tcp.write(data)
+        write_now(self.transport, data)
 
     def _close(self, why: str) -> None:
         """End the session from our side; C{why} goes into the disconnect line."""

@@ -5,7 +5,7 @@ slowly, its write buffer fills, Twisted pauses reading from the back-end, and th
 never holds more than about one buffer of a large FETCH or message in memory.
 
 Twisted's C{write()} never sends at once: it buffers and waits a reactor turn. On a
-plaintext TCP leg with nothing buffered, L{_direct_sender} sends straight on the socket
+plaintext TCP leg with nothing buffered, L{direct_sender} sends straight on the socket
 and hands only what the kernel did not take to C{write()} ("fast write"); see
 ../shared/PERFORMANCE-NOTES.md for what that buys on this machine.
 
@@ -18,42 +18,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, ClassVar, cast
 
-from twisted.internet import tcp
 from twisted.internet.interfaces import ITransport
 
+from axigen_fe.net.fastwrite import direct_sender
 from axigen_fe.net.splice import SPLICE_AVAILABLE, Splicer, idle, plain_tcp
-
-
-def _direct_sender(transport: Any) -> Callable[[bytes], None]:
-    """A write function for C{transport}: direct socket sends when that is safe.
-
-    Only a plain C{tcp.Connection} qualifies: after C{startTLS} (C{TLS} true) or behind
-    an implicit-TLS wrapper, bytes must go through the TLS layer, so the transport's own
-    C{write} is returned.
-    """
-    if not isinstance(transport, tcp.Connection) or getattr(transport, "TLS", False):
-        return transport.write  # type: ignore[no-any-return]
-    sock = getattr(transport, "socket", None)
-    if sock is None:  # the connection is already gone (tcp drops .socket when it closes)
-        return transport.write
-    write: Callable[[bytes], None] = transport.write
-
-    def send(data: bytes) -> None:
-        t = transport
-        if t._tempDataLen or len(t.dataBuffer) - t.offset or t.disconnecting or not t.connected:
-            write(data)  # keep order behind what is already queued
-            return
-        try:
-            sent = sock.send(data)
-        except BlockingIOError:
-            sent = 0
-        except OSError:
-            write(data)  # let Twisted see and report the error in its own way
-            return
-        if sent < len(data):
-            write(data[sent:])
-
-    return send
 
 
 def _not_while_splicing(data: bytes) -> None:
@@ -106,8 +74,8 @@ class Pipe:
         self.closing = False
         self.bytes_up = 0
         self.bytes_down = 0
-        self._up = _direct_sender(backend)
-        self._down = _direct_sender(client)
+        self._up = direct_sender(backend)
+        self._down = direct_sender(client)
         self._splicer: Splicer | None = None
         self._hooks: list[tuple[Any, Callable[[], object]]] | None = None
         # client's buffer full -> stop reading the back-end, and the other way round
@@ -233,8 +201,8 @@ class Pipe:
 
     def _resume_python(self) -> None:
         client, backend = self.client, self.backend
-        self._up = _direct_sender(backend)
-        self._down = _direct_sender(client)
+        self._up = direct_sender(backend)
+        self._down = direct_sender(client)
         client.registerProducer(backend, True)
         backend.registerProducer(client, True)
         for t, consumer in ((client, backend), (backend, client)):

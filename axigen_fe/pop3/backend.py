@@ -38,6 +38,7 @@ from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
 
 from axigen_fe.config.model import TLSMode
+from axigen_fe.net.fastwrite import write_now
 
 MAX_LINE = 8192
 """Longest back-end line accepted before login (greeting, CAPA lines, answers)."""
@@ -304,7 +305,7 @@ class Pop3BackendProtocol(Protocol):
 
     def _write(self, data: bytes) -> None:
         assert self.transport is not None
-        self.transport.write(data)
+        write_now(self.transport, data)
 
     def _line(self, line: bytes) -> None:
         phase = self._phase
@@ -453,7 +454,7 @@ class Pop3BackendProtocol(Protocol):
         if abort:
             self.transport.abortConnection()  # type: ignore[attr-defined]
         else:
-            self.transport.write(b"QUIT" + CRLF)
+            write_now(self.transport, b"QUIT" + CRLF)
             self.transport.loseConnection()
 
     def _finish(self, result: LoginResult) -> None:

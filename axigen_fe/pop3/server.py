@@ -43,6 +43,7 @@ from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.python.failure import Failure
 
 from axigen_fe.config.model import MailboxServiceConfig, TLSMode
+from axigen_fe.net.fastwrite import write_now
 from axigen_fe.net.listener import ListenerContext
 from axigen_fe.net.relay import Pipe
 from axigen_fe.ops.sessionlog import SessionIds, SessionLog
@@ -227,7 +228,7 @@ class Pop3ProxyServer(Protocol):
             endpoint=f.listener.endpoint,
             tls="implicit" if self._tls else "none",
         )
-        self._t.write(f.greeting)
+        write_now(self._t, f.greeting)
 
     def dataReceived(self, data: bytes) -> None:
         if self.state is State.RELAY:
@@ -309,7 +310,7 @@ class Pop3ProxyServer(Protocol):
             self._sasl_login_pass(line)
 
     def _reply(self, line: bytes) -> None:
-        self._t.write(line + CRLF)
+        write_now(self._t, line + CRLF)
 
     def _bad(self, reply: bytes) -> None:
         """A command that cannot be served: counted toward C{max_errors}."""
@@ -371,7 +372,7 @@ class Pop3ProxyServer(Protocol):
             b"IMPLEMENTATION axigen-fe",
             b".",
         ]
-        self._t.write(CRLF.join(lines) + CRLF)
+        write_now(self._t, CRLF.join(lines) + CRLF)
 
     def _cmd_user(self, arg: bytes) -> None:
         if not self._plaintext_ok:
@@ -393,7 +394,7 @@ class Pop3ProxyServer(Protocol):
         if not arg:
             # RFC 1734 clients list the mechanisms with a bare AUTH
             mechanisms = b"PLAIN" + CRLF + b"LOGIN" + CRLF if self._plaintext_ok else b""
-            self._t.write(b"+OK" + CRLF + mechanisms + b"." + CRLF)
+            write_now(self._t, b"+OK" + CRLF + mechanisms + b"." + CRLF)
             return
         mechanism, _, initial = arg.partition(b" ")
         mechanism = mechanism.upper()

@@ -27,6 +27,7 @@ from twisted.python.failure import Failure
 
 from axigen_fe.config.model import TLSMode
 from axigen_fe.net.backend import BackendConnector
+from axigen_fe.net.fastwrite import write_now
 from axigen_fe.net.relay import Pipe
 from axigen_fe.smtp.parser import MailFrom, RcptTo, xtext
 from axigen_fe.smtp.replies import Reply
@@ -132,7 +133,7 @@ class BackendSMTP(LineReceiver):
         """Send one command line; the Deferred fires with its reply or fails (L{BackendGone})."""
         if self.lost or self.transport is None:
             return fail(BackendGone(self._why_lost or "not connected"))
-        self.transport.write(line + b"\r\n")
+        write_now(self.transport, line + b"\r\n")
         d: Deferred[Reply] = Deferred()
         self._waiters.append(d)
         self.arm()
@@ -149,7 +150,7 @@ class BackendSMTP(LineReceiver):
     def write(self, data: bytes) -> None:
         """Raw octets (a message body): no reply is expected for them."""
         if not self.lost and self.transport is not None:
-            self.transport.write(data)
+            write_now(self.transport, data)
 
     def arm(self, timeout: float | None = None) -> None:
         """(Re)start the reply timer: no reply within the timeout -> abort the connection."""

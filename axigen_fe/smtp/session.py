@@ -34,6 +34,7 @@ from zope.interface import implementer
 
 from axigen_fe.config.model import SMTPServiceConfig, TLSMode
 from axigen_fe.net.backend import BackendConnector
+from axigen_fe.net.fastwrite import write_now
 from axigen_fe.net.listener import ListenerContext
 from axigen_fe.ops.sessionlog import SessionIds, SessionLog
 from axigen_fe.smtp import replies
@@ -202,7 +203,7 @@ class SMTPSession(LineReceiver):
 
     def send(self, r: Reply) -> None:
         if self.transport is not None and not getattr(self.transport, "disconnecting", False):
-            self.transport.write(r.encode())
+            write_now(self.transport, r.encode())
 
     def error(self, r: Reply) -> None:
         """A protocol error: answer, count, and close after C{max_errors}."""
