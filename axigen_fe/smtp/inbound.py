@@ -33,7 +33,7 @@ from axigen_fe.smtp.parser import (
     parse_rcpt,
 )
 from axigen_fe.smtp.replies import Reply, reply
-from axigen_fe.smtp.session import FINAL_REPLY_TIMEOUT, SessionEnv, SMTPSession
+from axigen_fe.smtp.session import BACKEND_FULL, FINAL_REPLY_TIMEOUT, SessionEnv, SMTPSession
 from axigen_fe.usermap.interface import Outcome
 
 
@@ -388,7 +388,7 @@ class InboundSession(SMTPSession):
                 backend.proto.transport.unregisterProducer()  # type: ignore[attr-defined]
             except Exception:  # noqa: BLE001 - a transport already gone has no producer
                 pass
-        self.release("backend-full")
+        self.release(BACKEND_FULL)
 
     def _body_ended(self, leftover: bytes) -> None:
         self._body_done = True

@@ -7,10 +7,12 @@ knows nothing of back-ends) with an explicit life cycle:
 
 Pipelining (RFC 2920): lines are handled strictly in order. A command whose answer
 needs a user map lookup or the back-end I{holds} the session: line processing stops
-and the client transport is paused until the answer is sent, so replies go out in
-command order and a client that pipelines too much fills its own socket, not the
-node's memory. The same hold stops reading while the back-end's write buffer is full
-during DATA (producer/consumer), so a 50 MB message never sits in the node.
+until the answer is sent, so replies go out in command order. The client's socket is
+paused only once L{HOLD_BUFFER} bytes wait behind a hold: pausing and resuming costs two
+C{epoll_ctl} per command, and most holds (a lookup, one back-end reply) end before a
+client has pipelined that much; one that pipelines more fills its own socket, not the
+node's memory. When the back-end's write buffer is full during DATA (producer/consumer)
+the socket is paused at once, so a 50 MB message never sits in the node.
 
 Limits: command lines of 512 octets (RFC 5321 4.5.3.1.4; AUTH lines up to 12288,
 RFC 4954), C{max_errors} protocol errors then C{421 4.7.0}, a silence timeout
@@ -45,6 +47,12 @@ from axigen_fe.usermap.interface import IUserMap
 
 #: RFC 5321 4.5.3.2.6: wait up to 10 minutes for the reply to the end of DATA
 FINAL_REPLY_TIMEOUT = 600.0
+
+#: bytes a held session buffers from the client before it stops reading the socket
+HOLD_BUFFER = 65536
+
+#: the hold reason while the back-end's write buffer is full (socket paused at once)
+BACKEND_FULL = "backend-full"
 
 
 @dataclass(frozen=True)
@@ -87,13 +95,13 @@ class _ReadGate:
         self._session = session
 
     def pauseProducing(self) -> None:
-        self._session.hold("backend-full")
+        self._session.hold(BACKEND_FULL)
 
     def resumeProducing(self) -> None:
-        self._session.release("backend-full")
+        self._session.release(BACKEND_FULL)
 
     def stopProducing(self) -> None:
-        self._session.release("backend-full")
+        self._session.release(BACKEND_FULL)
 
 
 def peer_facts(peer: object) -> tuple[str | None, int | None, str]:
@@ -124,6 +132,7 @@ class SMTPSession(LineReceiver):
         self.closed = False
         self._down = False
         self._holds: set[str] = set()
+        self._socket_paused = False
         self._timer: IDelayedCall | None = None
         self._kick = False
         self._skipping = False
@@ -217,12 +226,21 @@ class SMTPSession(LineReceiver):
     # ------------------------------------------------------------ flow control
 
     def hold(self, reason: str) -> None:
-        """Stop handling input (and reading the socket) until L{release}(C{reason})."""
+        """Stop handling input until L{release}(C{reason}).
+
+        The socket goes on being read until L{HOLD_BUFFER} bytes wait, except for
+        C{"backend-full"}: the back-end cannot take more, so stop reading now.
+        """
         if not self._holds and not self.closed:
             self.paused = True
-            if self.transport is not None:
-                self.transport.pauseProducing()  # type: ignore[attr-defined]
         self._holds.add(reason)
+        if reason == BACKEND_FULL:
+            self._pause_socket()
+
+    def _pause_socket(self) -> None:
+        if not self._socket_paused and not self.closed and self.transport is not None:
+            self._socket_paused = True
+            self.transport.pauseProducing()  # type: ignore[attr-defined]
 
     def release(self, reason: str) -> None:
         if reason not in self._holds:
@@ -230,8 +248,10 @@ class SMTPSession(LineReceiver):
         self._holds.discard(reason)
         if not self._holds and not self.closed:
             self.paused = False
-            if self.transport is not None:
-                self.transport.resumeProducing()  # type: ignore[attr-defined]
+            if self._socket_paused:
+                self._socket_paused = False
+                if self.transport is not None:
+                    self.transport.resumeProducing()  # type: ignore[attr-defined]
             self.dataReceived(b"")
 
     @property
@@ -272,6 +292,8 @@ class SMTPSession(LineReceiver):
         while self._kick and not self.paused and not self.closed:
             self._kick = False
             super().dataReceived(b"")  # type: ignore[no-untyped-call]
+        if self._holds and len(self._buffer) > HOLD_BUFFER:
+            self._pause_socket()
 
     def lineReceived(self, line: bytes) -> None:
         if self.closed:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from twisted.internet.defer import Deferred
 
 from axigen_fe.config.model import TLSMode
+from axigen_fe.smtp.session import HOLD_BUFFER
 from axigen_fe.usermap.interface import LookupResult
 from tests.unit.test_smtp_support import Client, Script, captured_log, smtp_config
 
@@ -333,19 +334,35 @@ def test_pipelined_group_is_answered_in_order() -> None:
     assert [line[:9] for line in out] == [b"250 2.0.0", b"250 2.1.0", b"250 2.1.5", b"221 2.0.0"]
 
 
-def test_while_the_map_answers_input_waits_and_the_socket_is_paused() -> None:
+def test_while_the_map_answers_input_waits() -> None:
     c = Client()
     c.ehlo()
     c.map.pending = []
     out = c.send(MAIL + b"RCPT TO:<alice@example.com>\r\nRCPT TO:<carol@example.com>\r\nNOOP\r\n")
     assert out == b"250 2.1.0 Ok\r\n"
-    assert c.transport.producerState == "paused"
-    assert len(c.map.pending) == 1  # the second RCPT is not even read yet
+    # a short wait keeps reading the socket (no epoll_ctl pair per command)
+    assert c.transport.producerState == "producing"
+    assert len(c.map.pending) == 1  # the second RCPT is not even handled yet
     d: Deferred[LookupResult] = c.map.pending.pop(0)
     d.callback(None)
     assert c.read() == b"250 2.1.5 Ok\r\n"
     c.map.pending.pop(0).callback(None)
     assert c.read() == b"250 2.1.5 Ok\r\n250 2.0.0 Ok\r\n"
+    assert c.transport.producerState == "producing"
+
+
+def test_a_client_pipelining_too_much_during_a_wait_is_paused() -> None:
+    """Memory stays bounded: past HOLD_BUFFER bytes behind a hold the socket is paused."""
+    c = Client()
+    c.ehlo()
+    c.map.pending = []
+    c.send(MAIL + b"RCPT TO:<alice@example.com>\r\n")
+    assert c.transport.producerState == "producing"
+    c.send(b"NOOP\r\n" * (HOLD_BUFFER // 6 + 1))
+    assert c.transport.producerState == "paused"
+    c.map.pending.pop(0).callback(None)
+    out = c.read()
+    assert out.startswith(b"250 2.1.5 Ok\r\n250 2.0.0 Ok\r\n")
     assert c.transport.producerState == "producing"
 
 
