@@ -15,9 +15,12 @@ C{StringTransport}) goes through its own C{write()}.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from twisted.internet import tcp
+
+_PLAIN = (tcp.Server, tcp.Client)
 
 
 def _queued(t: Any) -> bool:
@@ -26,8 +29,7 @@ def _queued(t: Any) -> bool:
 
 def write_now(transport: Any, data: bytes) -> None:
     """C{transport.write(data)}, sent on the socket now when that keeps the byte order."""
-    kind = type(transport)
-    if (kind is not tcp.Server and kind is not tcp.Client) or transport.TLS:
+    if type(transport) not in _PLAIN or transport.TLS:
         transport.write(data)
         return
     if _queued(transport) or transport.disconnecting or not transport.connected:
@@ -47,30 +49,9 @@ def write_now(transport: Any, data: bytes) -> None:
 def direct_sender(transport: Any) -> Callable[[bytes], None]:
     """A write function bound to C{transport} for the relay's hot path.
 
-    Decided once: only a plain C{tcp.Connection} that is not TLS now gets the direct
-    sender (the relay rebuilds its senders if a leg changes), anything else its own
-    C{write}.
+    Decided once: only a plain TCP connection that is not TLS now gets L{write_now}
+    (the relay rebuilds its senders if a leg changes); anything else its own C{write}.
     """
-    if not isinstance(transport, tcp.Connection) or getattr(transport, "TLS", False):
+    if type(transport) not in _PLAIN or getattr(transport, "TLS", False):
         return transport.write  # type: ignore[no-any-return]
-    sock = getattr(transport, "socket", None)
-    if sock is None:  # the connection is already gone (tcp drops .socket when it closes)
-        return transport.write
-    write: Callable[[bytes], None] = transport.write
-
-    def send(data: bytes) -> None:
-        t = transport
-        if t._tempDataLen or len(t.dataBuffer) - t.offset or t.disconnecting or not t.connected:
-            write(data)  # keep order behind what is already queued
-            return
-        try:
-            sent = sock.send(data)
-        except BlockingIOError:
-            sent = 0
-        except OSError:
-            write(data)  # let Twisted see and report the error in its own way
-            return
-        if sent < len(data):
-            write(data[sent:])
-
-    return send
+    return partial(write_now, transport)
