@@ -10,12 +10,18 @@ local. This wrapper holds the session back until a complete header has been pars
 only then does the wrapped protocol see C{makeConnection}, with C{getPeer()} and
 C{getHost()} answering from the header. No header, a bad header, or none within
 C{timeout} seconds: the connection is closed without a byte written.
+
+On a TCP (or UNIX) socket the wrapper then steps aside: the session is connected to the
+socket's own transport, whose C{getPeer}/C{getHost} answer from the header, and Twisted
+delivers to the session directly. Sessions behind a load balancer so relay the way
+sessions on a bare listener do: fast writes and, with both legs plaintext, splice.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from twisted.internet import tcp
 from twisted.internet.endpoints import _WrapperServerEndpoint
 from twisted.internet.interfaces import (
     IAddress,
@@ -117,9 +123,26 @@ class ProxyHeaderProtocol(policies.ProtocolWrapper):
             self._timer.cancel()
         self._timer = None
         self._connected = True
-        self.wrappedProtocol.makeConnection(self)  # type: ignore[arg-type]
-        if remaining and self._connected:
-            self.wrappedProtocol.dataReceived(remaining)
+        wrapped = self.wrappedProtocol
+        transport: Any = self.transport
+        if isinstance(transport, tcp.Connection) and getattr(transport, "protocol", None) is self:
+            self._step_aside(transport, info)
+            wrapped.makeConnection(transport)
+        else:
+            wrapped.makeConnection(self)  # type: ignore[arg-type]
+            transport = self
+        if remaining and not getattr(transport, "disconnecting", False):
+            wrapped.dataReceived(remaining)
+
+    def _step_aside(self, transport: Any, info: ProxyInfo) -> None:
+        """Hand the socket's transport to the session, showing the header's addresses."""
+        source, destination = info.source, info.destination
+        if source is not None:
+            transport.getPeer = lambda: source
+        if destination is not None:
+            transport.getHost = lambda: destination
+        self.factory.unregisterProtocol(self)  # type: ignore[no-untyped-call]
+        transport.protocol = self.wrappedProtocol  # Twisted now calls the session itself
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self._timer is not None and self._timer.active():

@@ -22,12 +22,14 @@ header and waits for the greeting (C{option tcp-check}), so a check is a real se
 from __future__ import annotations
 
 import imaplib
+import os
 import poplib
 import random
 import re
 import socket
 import ssl
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -395,6 +397,45 @@ def test_proxy_protocol_v1_works_as_well(
         assert re.search(rf"login ok: user alice@example\.com from {re.escape(source)}:", logs)
     finally:
         v1.stop()
+
+
+def pipes_of(node: Node) -> int:
+    """Kernel pipes the node holds open (the splice relay's, lent or spare)."""
+    base = Path(f"/proc/{node.pid()}/fd")
+    count = 0
+    for fd in os.listdir(base):
+        try:
+            count += os.readlink(base / fd).startswith("pipe:")
+        except OSError:
+            continue  # closed while listing
+    return count
+
+
+def test_a_bulk_session_behind_haproxy_is_spliced(cluster: Cluster) -> None:
+    """Behind the balancer the session runs on the socket's own transport: once it has
+    moved more than Pipe.splice_after, bytes go through kernel pipes, byte-identical."""
+    marker = uuid.uuid4().hex
+    body = (b"y" * 998 + b"\r\n") * 600  # 600 KB: well past the 128 KiB switch
+    message = f"Subject: lb splice {marker}\r\nMessage-ID: <{marker}@lb.test>\r\n\r\n".encode()
+    message += body
+    # the reactor's waker is a pipe too; the splice pool adds pipes on a node's first splice
+    # (no other test of this module's cluster moves enough to splice)
+    before = [pipes_of(node) for node in cluster.nodes]
+    c = SourceIMAP4("127.0.0.1", cluster.imap, client_source())
+    try:
+        c.login(ALICE.address, ALICE.password)
+        assert c.append("INBOX", None, None, message)[0] == "OK"
+        c.select("INBOX")
+        typ, found = c.search(None, "HEADER", "Message-ID", f"<{marker}@lb.test>")
+        (number,) = found[0].split()
+        typ, data = c.fetch(number, "(BODY.PEEK[])")
+        assert typ == "OK" and data[0][1] == message
+        after = [pipes_of(node) for node in cluster.nodes]
+        assert any(a > b for a, b in zip(after, before, strict=True)), (before, after)
+        c.store(number, "+FLAGS", "\\Deleted")
+        c.expunge()
+    finally:
+        c.logout()
 
 
 def test_starttls_through_haproxy(cluster: Cluster, pki: TestCA) -> None:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import socket
+
+from twisted.internet import tcp
 from twisted.internet.address import IPv4Address
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransportWithDisconnection
+from twisted.internet.testing import MemoryReactor, StringTransportWithDisconnection
 
 from axigen_fe.net.proxyheader import ProxyHeaderFactory
 
@@ -80,3 +83,28 @@ def test_a_silent_client_is_closed_after_the_header_timeout() -> None:
     clock.advance(0.2)
     assert transport.disconnected or transport.disconnecting
     assert transport.value() == b"" and inner.peer is None
+
+
+def test_on_a_tcp_socket_the_wrapper_steps_aside_after_the_header() -> None:
+    """The session gets the socket's own transport (so the relay can write on it at once
+    and splice it), answering getPeer/getHost from the header; Twisted calls the session."""
+    clock = Clock()
+    inner = Greeter()
+    factory = ProxyHeaderFactory(Factory.forProtocol(lambda: inner), clock, timeout=10.0)
+    balancer = ("127.0.0.1", 5555)
+    proto = factory.buildProtocol(IPv4Address("TCP", *balancer))
+    ours, theirs = socket.socketpair()
+    try:
+        transport = tcp.Server(ours, proto, balancer, None, 1, MemoryReactor())
+        proto.makeConnection(transport)
+        transport.protocol.dataReceived(V2_HEADER + b"a1 NOOP\r\n")
+        assert transport.protocol is inner and inner.transport is transport
+        assert (inner.peer.host, inner.peer.port) == ("127.77.1.2", 40000)  # type: ignore[attr-defined]
+        host = transport.getHost()
+        assert (host.host, host.port) == ("127.0.0.1", 143)
+        assert inner.received == b"a1 NOOP\r\n"
+        assert proto not in factory.protocols  # nothing of the wrapper is kept
+        assert not clock.getDelayedCalls()  # the header timer is gone
+    finally:
+        ours.close()
+        theirs.close()
