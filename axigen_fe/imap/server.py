@@ -59,6 +59,7 @@ from axigen_fe.net.fastwrite import write_now
 from axigen_fe.net.listener import ListenerContext
 from axigen_fe.net.relay import Pipe
 from axigen_fe.ops.sessionlog import SessionIds, SessionLog
+from axigen_fe.usermap import results
 from axigen_fe.usermap.interface import IUserMap, LookupResult, Outcome
 
 #: seconds a failed login waits before its answer, counted from the command: unknown user,
@@ -509,6 +510,8 @@ class IMAPProxy(Protocol):
     ) -> None:
         if self.state is not State.LOGGING_IN:
             return  # the client left meanwhile
+        if self.shared.master is not None:  # the back-end will not check the password
+            result = results.unless_password_checked(result)
         outcome = result.outcome
         if outcome is Outcome.UNKNOWN_USER:
             self._auth_failed(tag, user, f"unknown user ({result.detail})", started)

@@ -56,6 +56,7 @@ from axigen_fe.pop3.backend import (
     describe_failure,
     printable,
 )
+from axigen_fe.usermap import results
 from axigen_fe.usermap.interface import IUserMap, LookupResult, Outcome
 
 CRLF = b"\r\n"
@@ -519,6 +520,8 @@ class Pop3ProxyServer(Protocol):
     ) -> None:
         if self.state is not State.BUSY:
             return  # the client left meanwhile
+        if self.factory.master_user is not None:  # the back-end will not check the password
+            result = results.unless_password_checked(result)
         outcome = result.outcome
         if outcome is Outcome.ROUTED and result.host:
             self._connect(result, user, password, mechanism)

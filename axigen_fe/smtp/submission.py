@@ -28,6 +28,7 @@ from axigen_fe.smtp import replies
 from axigen_fe.smtp.backend import BackendError, BackendSession, ClientFacts
 from axigen_fe.smtp.replies import Reply
 from axigen_fe.smtp.session import SessionEnv, SMTPSession
+from axigen_fe.usermap import results
 from axigen_fe.usermap.interface import LookupResult, Outcome
 
 _USERNAME_PROMPT = Reply(334, (base64.b64encode(b"Username:"),))
@@ -213,7 +214,8 @@ class SubmissionSession(SMTPSession):
     async def _authenticate(
         self, user: str, password: bytes
     ) -> tuple[LookupResult, BackendSession | BackendError | None]:
-        result = await self.env.usermap.lookup(user, password)
+        # the back-end takes XCLIENT LOGIN= on trust: the map's check is the only one
+        result = results.unless_password_checked(await self.env.usermap.lookup(user, password))
         if result.outcome is not Outcome.ROUTED or result.host is None:
             return result, None
         port = result.port or self.cfg.backend_port

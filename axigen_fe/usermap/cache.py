@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+from dataclasses import replace
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
@@ -59,15 +60,7 @@ class CachingUserMap:
         if hit is not None:
             expires, result = hit
             if now < expires:
-                return succeed(
-                    LookupResult(
-                        address,
-                        result.outcome,
-                        result.host,
-                        result.port,
-                        result.detail + " (cached)",
-                    )
-                )
+                return succeed(replace(result, address=address, detail=result.detail + " (cached)"))
             del self._entries[key]
         waiters = self._in_flight.get(key)
         mine: Deferred[LookupResult] = Deferred()

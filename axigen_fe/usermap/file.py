@@ -136,4 +136,6 @@ class FileUserMap:
                 return succeed(results.bad_password(address, "unknown password scheme"))
             if verdict is Verdict.MISMATCH:
                 return succeed(results.bad_password(address))
-        return succeed(results.routed(address, entry.host, "file"))
+        checked = password is not None and entry.stored_password is not None
+        detail = "file" if checked or password is None else "file, no password stored"
+        return succeed(results.routed(address, entry.host, detail, password_checked=checked))

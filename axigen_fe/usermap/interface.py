@@ -30,6 +30,10 @@ class LookupResult:
     @ivar port: the back-end port when the map says one (C{host:port}), else None: the
         service's C{backend_port} applies.
     @ivar detail: a short reason for logs (never shown to clients, never a password).
+    @ivar password_checked: the map verified the password it was given (a stored hash
+        matched, or the directory accepted the bind). False for a route-only answer,
+        including a file-map line that stores no hash: a proxy whose back-end will not
+        check the password either (submission, master-user mode) must then refuse.
     """
 
     address: str
@@ -37,6 +41,7 @@ class LookupResult:
     host: str | None = None
     port: int | None = None
     detail: str = ""
+    password_checked: bool = False
 
     @property
     def routed(self) -> bool:

@@ -131,7 +131,7 @@ class DirectorySearchMap:
             refused = await self.check_password(address, dn, entry, password)
             if refused is not None:
                 return refused
-        return results.routed(address, host, f"ldap {dn}")
+        return results.routed(address, host, f"ldap {dn}", password_checked=password is not None)
 
     def _choose(
         self, address: str, search_filter: Any, entries: list[SearchEntry]

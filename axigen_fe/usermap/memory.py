@@ -50,4 +50,5 @@ class MemoryUserMap:
             and verify(stored, password) is not Verdict.MATCH
         ):
             return LookupResult(address, Outcome.BAD_PASSWORD, detail="password mismatch")
-        return results.routed(address, host, "memory")
+        checked = password is not None and stored is not None
+        return results.routed(address, host, "memory", password_checked=checked)

@@ -36,6 +36,7 @@ ALICE = user("alice@example.com")
 BOB = user("bob@example.com")
 SPACEY = user("spacey@example.com")
 UMLAUT = user("umlaut@example.com")
+NOHASH = user("u-md5@example.com")  # a Dovecot user the file map stores no hash for
 AUTH_FAILED = "[AUTHENTICATIONFAILED] Authentication failed."
 
 
@@ -611,6 +612,7 @@ def file_map_node(
         f"{u.address} {backend_hosts[u.backend]} {stored_password(u)}" for u in (ALICE, BOB, UMLAUT)
     ]
     lines.append(f"ghost@example.com 127.0.0.1:{closed} {{PLAIN}}ghost-secret")
+    lines.append(f"{NOHASH.address} {backend_hosts[NOHASH.backend]}")  # routing only
     (directory / "map.txt").write_text("\n".join(lines) + "\n")
     (directory / "master.pw").write_text(MASTER_PASSWORD + "\n")
     config = f"""
@@ -660,8 +662,15 @@ def test_master_user_mode(file_map_node: dict, dovecot_backends: dict) -> None:
     with pytest.raises(imaplib.IMAP4.error, match="AUTHENTICATIONFAILED"):
         c.login(ALICE.address, MASTER_PASSWORD)
     c.logout()
+    # a map line without a hash only routes: in master-user mode nothing else would check
+    c = imaplib.IMAP4("127.0.0.1", file_map_node["port"], timeout=30)
+    with pytest.raises(imaplib.IMAP4.error, match="AUTHENTICATIONFAILED"):
+        c.login(NOHASH.address, "any password at all")
+    c.logout()
+    file_map_node["node"].wait_for_log("stores no password for this user")
     log = file_map_node["node"].log_text()
     assert MASTER_PASSWORD not in log
+    assert "any password at all" not in log
 
 
 def test_no_password_reaches_the_node_log(main_node: dict) -> None:

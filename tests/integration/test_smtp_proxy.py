@@ -247,24 +247,31 @@ class DeferringBackend(threading.Thread):
 
 
 @pytest.fixture(scope="module")
-def file_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
-    """A file map routing one user to a closed port and one to the deferring back-end."""
+def file_node(
+    tmp_path_factory: pytest.TempPathFactory, pki: object, postfix_backends: dict
+) -> Iterator[dict]:
+    """A file map routing one user to a closed port and one to the deferring back-end,
+    and alice to Postfix a with no password stored (routing only), behind submission."""
     directory = tmp_path_factory.mktemp("smtp-file")
     deferring = DeferringBackend()
     deferring.start()
     closed_port = free_port()  # nothing listens there
+    a = postfix_backends["a"]
     (directory / "users.map").write_text(
         f"down@example.com 127.0.0.1:{closed_port}\nbusy@example.com 127.0.0.1:{deferring.port}\n"
+        f"{ALICE.address} {a.host}\n"
     )
-    port = free_port()
+    port, submission = free_port(), free_port()
     config = (
         file_map(directory / "users.map")
         + service("smtp", 25, backend_tls="none")
         + listener("smtp", port)
+        + service("submission", a.submission_port, ca_file=pki.cert_file)
+        + listener("submission", submission)
     )
-    node = start_node(directory, config, [("127.0.0.1", port)])
+    node = start_node(directory, config, [("127.0.0.1", port), ("127.0.0.1", submission)])
     try:
-        yield {"node": node, "port": port, "deferring": deferring}
+        yield {"node": node, "port": port, "submission": submission, "deferring": deferring}
     finally:
         node.stop()
         deferring.close()
@@ -535,6 +542,19 @@ def test_wrong_password_is_535_578(main_node: dict, pki: object) -> None:
         b"5.7.8 Authentication credentials invalid",
     )
     c.close()
+
+
+def test_submission_refuses_a_user_the_map_stores_no_password_for(file_node: dict) -> None:
+    """Postfix takes XCLIENT LOGIN= on trust: a route-only map line must not let any
+    password in (it would make the node an open relay for that user's name)."""
+    c = smtplib.SMTP("127.0.0.1", file_node["submission"], timeout=30)
+    c.ehlo()
+    with pytest.raises(smtplib.SMTPAuthenticationError) as e:
+        c.login(ALICE.address, "any password at all")
+    assert e.value.smtp_code == 535
+    c.close()
+    log = file_node["node"].wait_for_log("no password for this user")
+    assert "any password at all" not in log
 
 
 def test_auth_is_neither_offered_nor_taken_before_tls_from_a_non_loopback_peer(

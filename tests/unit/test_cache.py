@@ -31,6 +31,15 @@ def test_routed_answers_are_reused_until_the_ttl_expires() -> None:
     assert len(inner.lookups) == 2
 
 
+def test_a_cached_answer_keeps_whether_the_password_was_checked() -> None:
+    inner, cache, _ = _map()
+    inner.users["b@x.test"] = ("h2", None)  # routing only
+    for _ in range(2):  # the inner answer, then the cached one
+        assert _get(cache, "a@x.test", b"pw").password_checked
+        assert not _get(cache, "b@x.test", b"pw").password_checked
+    assert len(inner.lookups) == 2
+
+
 def test_a_different_password_is_a_different_question() -> None:
     inner, cache, _ = _map()
     assert _get(cache, "a@x.test", b"pw").outcome is Outcome.ROUTED

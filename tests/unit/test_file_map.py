@@ -10,6 +10,7 @@ from twisted.internet.task import Clock
 
 from axigen_fe.usermap.file import FileMapError, FileUserMap, parse_map
 from axigen_fe.usermap.interface import LookupResult, Outcome
+from axigen_fe.usermap.results import unless_password_checked
 
 
 def _answer(m: FileUserMap, address: str, password: bytes | None = None) -> LookupResult:
@@ -43,6 +44,22 @@ def test_password_field_is_checked_when_a_password_is_given(tmp_path: Path) -> N
     assert _answer(m, "bob@example.com", b"wrong").outcome is Outcome.BAD_PASSWORD
     assert _answer(m, "bob@example.com").outcome is Outcome.ROUTED  # route only
     assert _answer(m, "u@example.com", b"x").outcome is Outcome.BAD_PASSWORD
+
+
+def test_only_a_verified_password_counts_as_checked(tmp_path: Path) -> None:
+    """A line without a hash routes any password, and says it did not check it."""
+    p = tmp_path / "map.txt"
+    p.write_text("bob@example.com b {PLAIN}hunter2\ncarol@example.com c\n")
+    m = FileUserMap("f", p, Clock())
+    assert _answer(m, "bob@example.com", b"hunter2").password_checked
+    assert not _answer(m, "bob@example.com").password_checked  # routing only
+    carol = _answer(m, "carol@example.com", b"anything")
+    assert carol.outcome is Outcome.ROUTED and not carol.password_checked
+    assert carol.detail == "file, no password stored"
+    refused = unless_password_checked(carol)
+    assert refused.outcome is Outcome.BAD_PASSWORD and "stores no password" in refused.detail
+    bob = _answer(m, "bob@example.com", b"hunter2")
+    assert unless_password_checked(bob) is bob
 
 
 def test_changed_file_is_reread_and_a_broken_one_keeps_the_old_table(tmp_path: Path) -> None:

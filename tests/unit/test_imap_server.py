@@ -413,6 +413,15 @@ def test_master_user_mode_checks_passwords_on_the_node() -> None:
     assert bt.value().endswith(b'X3 LOGIN "alice@example.com*fe-master" "m-secret"\r\n')
 
 
+def test_master_user_mode_refuses_a_user_the_map_stores_no_password_for() -> None:
+    """The master login would let any password in: a route-only answer is not enough."""
+    s = Session(master=MasterUser("fe-master", b"m-secret"))
+    s.usermap.users["carol@example.com"] = ("10.0.0.3", None)
+    s.send(b"a LOGIN carol@example.com anything\r\n")
+    assert s.connector.attempts == []
+    assert s.settle() == b"a NO [AUTHENTICATIONFAILED] Authentication failed.\r\n"
+
+
 def test_client_leaving_during_lookup_and_backend_login() -> None:
     s = Session()
     s.usermap.pending = []

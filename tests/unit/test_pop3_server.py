@@ -546,6 +546,15 @@ def test_master_user_mode_checks_the_password_on_the_node_even_if_told_not_to() 
     assert s.lines()[-1].startswith(b"-ERR [AUTH]")
 
 
+def test_master_user_mode_refuses_a_user_the_map_stores_no_password_for() -> None:
+    s = Session(master=("fe-master", "master-secret"))
+    s.usermap.users["carol@example.com"] = ("10.0.0.3", None)  # routing only
+    s.send(b"USER carol@example.com\r\nPASS anything\r\n")
+    assert s.connector.attempts == []
+    s.clock.advance(1)
+    assert s.lines()[-1].startswith(b"-ERR [AUTH]")
+
+
 def test_backend_starttls_uses_verifying_options_for_the_mapped_host() -> None:
     s = Session(connector=FakeConnector(TLSMode.STARTTLS))
     s.send(b"USER alice@example.com\r\nPASS alice-secret\r\n")

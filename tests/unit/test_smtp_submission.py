@@ -128,6 +128,15 @@ def test_wrong_password_and_unknown_user_look_the_same() -> None:
     assert "nope" not in text
 
 
+def test_a_user_the_map_stores_no_password_for_cannot_authenticate() -> None:
+    """The back-end takes XCLIENT LOGIN= on trust: routing only must not let anyone in."""
+    c = sub(users={"carol@example.com": ("10.0.0.3", None)})
+    c.ehlo()
+    out = c.send(b"AUTH PLAIN " + plain("carol@example.com", "anything") + b"\r\n")
+    assert out == b"535 5.7.8 Authentication credentials invalid\r\n"
+    assert c.backends() == []
+
+
 def test_directory_outage_is_454_not_535() -> None:
     c = sub()
     c.ehlo()
