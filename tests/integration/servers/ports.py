@@ -7,11 +7,39 @@ import socket
 import time
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low, high = (int(v) for v in f.read().split())
+            return low, high
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
+#: where L{free_port} looks: below the kernel's ephemeral range, above the demo's ports
+_LOW_PORT = 20000
+_HIGH_PORT = max(_ephemeral_range()[0], _LOW_PORT + 4000)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that is free on C{host} right now (the kernel picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+    """A TCP port that is free on C{host} right now, outside the ephemeral range.
+
+    A port the kernel picks for C{bind(0)} comes from the range it also gives to outgoing
+    connections: between this call and the server's own bind, any client connecting
+    from the machine (another test, another run side by side) may be handed that very
+    port, and the server then fails with "address in use". Below the range only another
+    C{free_port} caller can pick the same number, one chance in several thousand.
+    """
+    rng = random.SystemRandom()
+    for _ in range(200):
+        port = rng.randrange(_LOW_PORT, _HIGH_PORT)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port on {host} in {_LOW_PORT}..{_HIGH_PORT - 1}")
 
 
 def free_port_on_all(hosts: list[str]) -> int:
