@@ -68,7 +68,8 @@ class Pipe:
     not on the few short replies of a login-SELECT-LOGOUT session, which stays in Python.
     """
 
-    def __init__(self, client: ITransport, backend: ITransport) -> None:
+    def __init__(self, client: ITransport, backend: ITransport, *, splice: bool = True) -> None:
+        """@param splice: False when the owner must see every byte (a guarded relay)."""
         self.client: Any = cast(Any, client)
         self.backend: Any = cast(Any, backend)
         self.closing = False
@@ -83,7 +84,7 @@ class Pipe:
         self.backend.registerProducer(self.client, True)
         #: total of bytes_up + bytes_down at which to try splice mode (-1: never)
         self._splice_at = -1
-        if self.splice_enabled and plain_tcp(client) and plain_tcp(backend):
+        if splice and self.splice_enabled and plain_tcp(client) and plain_tcp(backend):
             self._splice_at = self.splice_after
             self._maybe_splice()
 

@@ -46,6 +46,10 @@ class BackendGone(BackendError):
     """The connection closed, failed or timed out while a reply was awaited."""
 
 
+def _nowhere(data: bytes) -> None:
+    """Stands for the relay's sender before L{BackendSMTP.start_relay}."""
+
+
 class BackendSMTP(LineReceiver):
     """One connection to a back-end MTA, speaking SMTP as a client.
 
@@ -66,6 +70,7 @@ class BackendSMTP(LineReceiver):
         self._why_lost: str | None = None
         self.lost = False
         self.relay: Pipe | None = None
+        self._to_client: Callable[[bytes], None] = _nowhere
         self.on_lost: list[Callable[[str], None]] = []
         self.greeting: Deferred[Reply] = Deferred()
         self._waiters.append(self.greeting)
@@ -171,18 +176,20 @@ class BackendSMTP(LineReceiver):
 
     # ---------------------------------------------------------------- relay
 
-    def start_relay(self, pipe: Pipe) -> None:
-        """Stop speaking SMTP: from now on every byte goes to the client through C{pipe}."""
+    def start_relay(self, pipe: Pipe, to_client: Callable[[bytes], None] | None = None) -> None:
+        """Stop speaking SMTP: from now on every byte goes to the client through C{pipe}
+        (by way of C{to_client} when the owner watches the replies)."""
         self.disarm()
         self.relay = pipe
+        self._to_client = to_client or pipe.to_client
         self.setRawMode()  # type: ignore[no-untyped-call]
         pending = self.clearLineBuffer()  # type: ignore[no-untyped-call]
         if pending:
-            pipe.to_client(pending)
+            self._to_client(pending)
 
     def rawDataReceived(self, data: bytes) -> None:
         if self.relay is not None:
-            self.relay.to_client(data)
+            self._to_client(data)
 
 
 Capabilities = dict[str, tuple[str, ...]]

@@ -10,9 +10,12 @@ After AUTH the node opens the user's back-end submission port (host from the map
 port from the map or C{backend_port}), says EHLO, STARTTLS per C{backend_tls}, then
 C{XCLIENT LOGIN=<user> ADDR= PORT= NAME= HELO=} (Postfix: the session counts as
 SASL-authenticated as that user, seen from the client's address) and EHLO again.
-Only then does the client get C{235 2.7.0}, and from there on the bytes are relayed
-both ways untouched (L{Pipe}): the client has no reason to EHLO again (RFC 4954 4),
-and whatever it sends is the back-end's business.
+Only then does the client get C{235 2.7.0}, and from there on the session is relayed
+(L{Pipe}) through a L{CommandGuard}: message content and ordinary commands pass as they
+are, but C{XCLIENT}, C{XFORWARD} and C{STARTTLS} never reach the back-end, which would
+otherwise let the user become someone else (Postfix honours XCLIENT from the node at any
+time). The client has no reason to EHLO again (RFC 4954 4); if it does, the back-end
+answers.
 """
 
 from __future__ import annotations
@@ -26,11 +29,14 @@ from twisted.internet.defer import Deferred
 from axigen_fe.net.relay import Pipe
 from axigen_fe.smtp import replies
 from axigen_fe.smtp.backend import BackendError, BackendSession, ClientFacts
+from axigen_fe.smtp.relayguard import CommandGuard
 from axigen_fe.smtp.replies import Reply
 from axigen_fe.smtp.session import SessionEnv, SMTPSession
 from axigen_fe.usermap import results
 from axigen_fe.usermap.interface import LookupResult, Outcome
 
+#: the hold while the back-end's answer to DATA is awaited (see L{CommandGuard})
+_DATA_ANSWER = "answer-to-data"
 _USERNAME_PROMPT = Reply(334, (base64.b64encode(b"Username:"),))
 _PASSWORD_PROMPT = Reply(334, (base64.b64encode(b"Password:"),))
 _EMPTY_CHALLENGE = Reply(334, (b"",))
@@ -65,6 +71,7 @@ class SubmissionSession(SMTPSession):
         self.user: str | None = None
         self.backend: BackendSession | None = None
         self.pipe: Pipe | None = None
+        self.guard = CommandGuard()
         self._login_user: bytes | None = None
         self._moved = 0  # pipe.bytes_up + bytes_down when the idle timer last fired
 
@@ -283,10 +290,30 @@ class SubmissionSession(SMTPSession):
         assert self.transport is not None and backend.proto.transport is not None
         self.send(replies.AUTH_OK)
         self.state = State.RELAYING
-        self.pipe = Pipe(self.transport, backend.proto.transport)
-        backend.proto.start_relay(self.pipe)
+        # every byte passes the guard: no splice for submission
+        self.pipe = Pipe(self.transport, backend.proto.transport, splice=False)
+        backend.proto.start_relay(self.pipe, self._from_backend)
         self.setRawMode()  # type: ignore[no-untyped-call]  # what the client pipelined after AUTH is read (raw) on release
 
     def raw_received(self, data: bytes) -> None:
-        if self.pipe is not None:
-            self.pipe.to_backend(data)
+        if self.pipe is None:
+            return
+        forward = self.guard.from_client(data)
+        if forward.refused:
+            self.log.warn(
+                "refused {what} from user {user} after AUTH (it could change who the "
+                "session is); the back-end answers it with an error",
+                what=", ".join(forward.refused),
+                user=self.user,
+            )
+        if forward.data:
+            self.pipe.to_backend(forward.data)
+        if forward.held:  # after DATA: nothing more until the back-end has answered it
+            self._buffer = forward.held + self._buffer
+            self.hold(_DATA_ANSWER)
+
+    def _from_backend(self, data: bytes) -> None:
+        assert self.pipe is not None
+        self.pipe.to_client(data)
+        if self.guard.from_backend(data):
+            self.release(_DATA_ANSWER)

@@ -544,6 +544,30 @@ def test_wrong_password_is_535_578(main_node: dict, pki: object) -> None:
     c.close()
 
 
+def test_after_auth_xclient_from_the_client_never_reaches_postfix(
+    main_node: dict, pki: object, dovecot_backends: dict
+) -> None:
+    """Postfix honours XCLIENT from the node at any time: a logged-in user must not be able
+    to become someone else with it. Message content that looks like it is left alone."""
+    marker = f"guard-{uuid.uuid4().hex}"
+    c = smtplib.SMTP("127.0.0.1", main_node["submission"], timeout=30)
+    c.starttls(context=client_context(pki))
+    c.ehlo()
+    c.login(ALICE.address, ALICE.password)
+    code, _ = c.docmd(f"XCLIENT LOGIN={BOB.address}")
+    assert code == 500  # Postfix's own "5.5.2 Error: command not recognized"
+    assert c.docmd("XFORWARD ADDR=192.0.2.66")[0] == 500
+    body = f"XCLIENT LOGIN={BOB.address}\r\n".encode()
+    mail = message(marker, ALICE.address, ALICE.address, body)
+    assert c.sendmail(ALICE.address, [ALICE.address], mail) == {}
+    c.quit()
+    got = dovecot_backends["a"].wait_for_message(ALICE.address, marker.encode(), timeout=30)
+    assert body.replace(b"\r\n", b"\n") in got.replace(b"\r\n", b"\n")
+    assert "refused XCLIENT from user alice@example.com" in main_node["node"].wait_for_log(
+        "refused XFORWARD"
+    )
+
+
 def test_submission_refuses_a_user_the_map_stores_no_password_for(file_node: dict) -> None:
     """Postfix takes XCLIENT LOGIN= on trust: a route-only map line must not let any
     password in (it would make the node an open relay for that user's name)."""

@@ -1,7 +1,9 @@
 """Splice mode end to end: a real node whose sessions are plaintext on both legs.
 
-With C{backend_tls = "none"} and a plaintext listener, IMAP, POP3 and submission sessions
-relay through C{os.splice} once logged in (L{axigen_fe.net.splice}). These tests show
+With C{backend_tls = "none"} and a plaintext listener, IMAP and POP3 sessions relay
+through C{os.splice} once logged in (L{axigen_fe.net.splice}). Submission does not: its
+relay reads the client's commands (L{axigen_fe.smtp.relayguard}); its tests here show it
+still moves a large message intact and keeps its idle timeout. These tests show
 what a client and the node's owner can see of that: bytes identical both ways, byte counts
 still in the disconnect lines, pushed IMAP responses still pushed, idle timeouts still
 right, and no fd left behind (the node's pipes are pooled spares, bounded).
@@ -306,7 +308,7 @@ def test_pop3_active_session_outlives_idle_timeout(
 # ----------------------------------------------------------------------------- submission
 
 
-def test_submission_10mb_message_relayed_spliced(
+def test_submission_10mb_message_relayed_intact(
     splice_node: SpliceNode, dovecot_backends: dict
 ) -> None:
     who = user("alice@example.com")

@@ -87,6 +87,18 @@ def test_auth_plain_opens_the_users_backend_with_xclient_login_then_relays() -> 
     assert "alice-secret" not in text
 
 
+def test_after_auth_the_client_cannot_change_who_the_session_is() -> None:
+    """XCLIENT/XFORWARD/STARTTLS never reach the back-end, which trusts the node's XCLIENT."""
+    with captured_log() as log:
+        c = sub()
+        c.ehlo()
+        c.send(b"AUTH PLAIN " + plain("alice@example.com", "alice-secret") + b"\r\n")
+        (mta,) = c.backends()
+        c.send(b"XCLIENT LOGIN=bob@example.com\r\nNOOP\r\n")
+        assert mta.commands[-2:] == [b"X-REFUSED-BY-PROXY", b"NOOP"]
+    assert any("refused XCLIENT from user alice@example.com" in line for line in log)
+
+
 def test_auth_plain_with_an_empty_challenge() -> None:
     c = sub()
     c.ehlo()
