@@ -39,6 +39,7 @@ from twisted.python.failure import Failure
 
 from axigen_fe.config.model import TLSMode
 from axigen_fe.net.fastwrite import write_now
+from axigen_fe.net.ttlcache import TTLCache
 
 MAX_LINE = 8192
 """Longest back-end line accepted before login (greeting, CAPA lines, answers)."""
@@ -127,35 +128,8 @@ class Capabilities:
 CapabilityKey = tuple[str, int, TLSMode]
 
 
-class CapabilityCache:
-    """Back-end capabilities, remembered per (host, port, TLS mode) for C{ttl} seconds.
-
-    One per service; entries are dropped as soon as a login gets an answer that
-    suggests the remembered capabilities are stale.
-    """
-
-    def __init__(self, clock: IReactorTime, ttl: float = 300.0, max_entries: int = 4096) -> None:
-        self._clock = clock
-        self._ttl = ttl
-        self._max = max_entries
-        self._entries: dict[CapabilityKey, tuple[float, Capabilities]] = {}
-
-    def get(self, key: CapabilityKey) -> Capabilities | None:
-        entry = self._entries.get(key)
-        if entry is None:
-            return None
-        if entry[0] <= self._clock.seconds():
-            del self._entries[key]
-            return None
-        return entry[1]
-
-    def put(self, key: CapabilityKey, caps: Capabilities) -> None:
-        if len(self._entries) >= self._max:
-            self._entries.clear()
-        self._entries[key] = (self._clock.seconds() + self._ttl, caps)
-
-    def forget(self, key: CapabilityKey) -> None:
-        self._entries.pop(key, None)
+#: CAPA per (host, port, TLS mode); a login answer that suggests a stale entry drops it
+CapabilityCache = TTLCache[CapabilityKey, Capabilities]
 
 
 class _Phase(enum.Enum):
