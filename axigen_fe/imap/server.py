@@ -393,16 +393,22 @@ class IMAPProxy(Protocol):
         self._tcp.startTLS(listener.server_tls)
         self.tls_active = True
 
+    def _plaintext_refused(self, tag: bytes) -> bool:
+        """Answer NO when no password may cross this connection yet (RFC 8314)."""
+        if self.plaintext_allowed():
+            return False
+        self._error(
+            tag,
+            "[PRIVACYREQUIRED] Plaintext authentication is disabled; use STARTTLS first.",
+            b"NO",
+        )
+        return True
+
     def _do_login(self, cmd: Command) -> None:
         if len(cmd.args) != 2 or any(isinstance(a, list) for a in cmd.args):
             self._error(cmd.tag, "LOGIN needs a user name and a password.")
             return
-        if not self.plaintext_allowed():
-            self._error(
-                cmd.tag,
-                "[PRIVACYREQUIRED] Plaintext authentication is disabled; use STARTTLS first.",
-                b"NO",
-            )
+        if self._plaintext_refused(cmd.tag):
             return
         user, password = cmd.args
         assert isinstance(user, bytes) and isinstance(password, bytes)
@@ -417,12 +423,7 @@ class IMAPProxy(Protocol):
         if mechanism not in ("PLAIN", "LOGIN"):
             self._error(cmd.tag, "Unsupported authentication mechanism.", b"NO")
             return
-        if not self.plaintext_allowed():
-            self._error(
-                cmd.tag,
-                "[PRIVACYREQUIRED] Plaintext authentication is disabled; use STARTTLS first.",
-                b"NO",
-            )
+        if self._plaintext_refused(cmd.tag):
             return
         self._sasl = _SASL(cmd.tag, mechanism)
         self.state = State.AUTHENTICATING
