@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.servers.pki import TestCA, make_ca
+from tests.integration.servers.pki import IssuedCert, TestCA, make_ca
 from tests.integration.servers.ports import random_loopback_prefix
 
 
@@ -18,6 +18,12 @@ from tests.integration.servers.ports import random_loopback_prefix
 def pki(tmp_path_factory: pytest.TempPathFactory) -> TestCA:
     """The CA every test server's certificate comes from."""
     return make_ca(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture(scope="session")
+def node_cert(pki: TestCA) -> IssuedCert:
+    """The certificate every test node's TLS listeners present (127.0.0.1 and localhost)."""
+    return pki.issue("axfe-node", ips=("127.0.0.1",), dns=("localhost",))
 
 
 @pytest.fixture(scope="session")

@@ -36,6 +36,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.clients import SourceIMAP4, SourcePOP3
 from tests.integration.configs import ldap_usermap
 from tests.integration.directory_data import User, user
 from tests.integration.node import Node, start_node
@@ -60,32 +61,6 @@ def client_source() -> str:
     """A loopback address of this test's own: 127.77.x.y (all of 127/8 is local on Linux)."""
     rng = random.SystemRandom()
     return f"127.77.{rng.randint(0, 255)}.{rng.randint(2, 254)}"
-
-
-class SourceIMAP4(imaplib.IMAP4):
-    """imaplib connecting from a chosen local address."""
-
-    def __init__(self, host: str, port: int, source: str) -> None:
-        self._source = source
-        super().__init__(host, port, timeout=30)
-
-    def _create_socket(self, timeout: float | None) -> socket.socket:
-        return socket.create_connection(
-            (self.host, self.port), timeout, source_address=(self._source, 0)
-        )
-
-
-class SourcePOP3(poplib.POP3):
-    """poplib connecting from a chosen local address."""
-
-    def __init__(self, host: str, port: int, source: str) -> None:
-        self._source = source
-        super().__init__(host, port, timeout=30)
-
-    def _create_socket(self, timeout: float) -> socket.socket:
-        return socket.create_connection(
-            (self.host, self.port), timeout, source_address=(self._source, 0)
-        )
 
 
 def imap_backend_of(c: imaplib.IMAP4) -> str:
@@ -309,11 +284,6 @@ def start_cluster(
             node.stop()
         raise
     return Cluster(nodes, ports, haproxy)
-
-
-@pytest.fixture(scope="module")
-def node_cert(pki: TestCA) -> IssuedCert:
-    return pki.issue("axfe-lb-node", ips=("127.0.0.1",), dns=("localhost",))
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.clients import SourceIMAP4
 from tests.integration.configs import ldap_usermap
 from tests.integration.directory_data import (
     MASTER_PASSWORD,
@@ -85,19 +86,6 @@ loopback_plaintext = {str(loopback_plaintext).lower()}
 
 def run_node(directory: Path, config: str, ports: list[int]) -> Node:
     return start_node(directory, config, [("127.0.0.1", p) for p in ports])
-
-
-class SourceIMAP4(imaplib.IMAP4):
-    """imaplib from a chosen source address, so the back-end's log can show it."""
-
-    def __init__(self, host: str, port: int, source: str) -> None:
-        self._source = source
-        super().__init__(host, port, timeout=30)
-
-    def _create_socket(self, timeout: float | None) -> socket.socket:
-        return socket.create_connection(
-            (self.host, self.port), timeout, source_address=(self._source, 0)
-        )
 
 
 class Raw:
@@ -180,16 +168,11 @@ def unique_source() -> str:
 
 
 @pytest.fixture(scope="module")
-def certs(pki: object) -> object:
-    return pki.issue("axfe-imap-node", ips=("127.0.0.1",), dns=("localhost",))
-
-
-@pytest.fixture(scope="module")
 def main_node(
     tmp_path_factory: pytest.TempPathFactory,
     slapd: object,
     pki: object,
-    certs: object,
+    node_cert: object,
     dovecot_backends: dict,
 ) -> Iterator[dict]:
     """LDAP map, STARTTLS (verified) to the back-ends, three client listeners:
@@ -199,9 +182,9 @@ def main_node(
     config = (
         ldap_map(slapd)
         + imap_section(backend_port, ca_file=pki.cert_file)
-        + listener(ports["starttls"], "starttls", certs)
-        + listener(ports["implicit"], "implicit", certs)
-        + listener(ports["strict"], "starttls", certs, loopback_plaintext=False)
+        + listener(ports["starttls"], "starttls", node_cert)
+        + listener(ports["implicit"], "implicit", node_cert)
+        + listener(ports["strict"], "starttls", node_cert, loopback_plaintext=False)
     )
     node = run_node(tmp_path_factory.mktemp("imap-main"), config, list(ports.values()))
     try:

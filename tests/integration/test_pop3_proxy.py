@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.clients import SourcePOP3
 from tests.integration.configs import ldap_usermap
 from tests.integration.directory_data import (
     MASTER_PASSWORD,
@@ -50,19 +51,6 @@ UMLAUT = user("umlaut@example.com")
 def source_address() -> str:
     """A loopback address of this test's own to connect from (127.0.0.0/8 is all local)."""
     return f"{random_loopback_prefix()}.{random.SystemRandom().randint(10, 250)}"
-
-
-class POP3From(poplib.POP3):
-    """poplib.POP3 that connects from a chosen local address."""
-
-    def __init__(self, host: str, port: int, source: str, timeout: float = 15) -> None:
-        self._source = source
-        super().__init__(host, port, timeout=timeout)
-
-    def _create_socket(self, timeout: float) -> socket.socket:
-        return socket.create_connection(
-            (self.host, self.port), timeout, source_address=(self._source, 0)
-        )
 
 
 def client_context(ca: TestCA) -> ssl.SSLContext:
@@ -162,7 +150,7 @@ class Pop3Node:
 
     def pop(self, listener: str = "plain", source: str | None = None) -> poplib.POP3:
         if source is not None:
-            return POP3From("127.0.0.1", self.ports[listener], source)
+            return SourcePOP3("127.0.0.1", self.ports[listener], source, timeout=15)
         return poplib.POP3("127.0.0.1", self.ports[listener], timeout=15)
 
     def log(self) -> str:
@@ -172,11 +160,6 @@ class Pop3Node:
 def _start(tmp: Path, config: str, **ports: int) -> Pop3Node:
     node = start_node(tmp, config, wait=[("127.0.0.1", p) for p in ports.values()])
     return Pop3Node(node, **ports)
-
-
-@pytest.fixture(scope="module")
-def node_cert(pki: TestCA) -> IssuedCert:
-    return pki.issue("pop3-node", ips=("127.0.0.1",), dns=("localhost",))
 
 
 @pytest.fixture(scope="module")
@@ -202,6 +185,25 @@ def main_node(
     n.node.stop()
 
 
+def backend_tls_node(
+    tmp: Path, slapd: Slapd, backend: Dovecot, mode: str, ca: TestCA
+) -> Iterator[Pop3Node]:
+    """A node whose back-end leg is C{mode} ("starttls" or "implicit"), verified with C{ca}."""
+    port = free_port()
+    config = (
+        ldap_section(slapd)
+        + pop3_section(
+            backend.pop3_port if mode == "starttls" else backend.pop3s_port,
+            backend_tls=mode,
+            backend_ca_file=str(ca.cert_file),
+        )
+        + listener(port)
+    )
+    n = _start(tmp, config, plain=port)
+    yield n
+    n.node.stop()
+
+
 @pytest.fixture(scope="module")
 def starttls_backend_node(
     tmp_path_factory: pytest.TempPathFactory,
@@ -209,19 +211,8 @@ def starttls_backend_node(
     dovecot_backends: dict[str, Dovecot],
     pki: TestCA,
 ) -> Iterator[Pop3Node]:
-    port = free_port()
-    config = (
-        ldap_section(slapd)
-        + pop3_section(
-            dovecot_backends["a"].pop3_port,
-            backend_tls="starttls",
-            backend_ca_file=str(pki.cert_file),
-        )
-        + listener(port)
-    )
-    n = _start(tmp_path_factory.mktemp("pop3-be-starttls"), config, plain=port)
-    yield n
-    n.node.stop()
+    tmp = tmp_path_factory.mktemp("pop3-be-starttls")
+    yield from backend_tls_node(tmp, slapd, dovecot_backends["a"], "starttls", pki)
 
 
 @pytest.fixture(scope="module")
@@ -231,19 +222,8 @@ def implicit_backend_node(
     dovecot_backends: dict[str, Dovecot],
     pki: TestCA,
 ) -> Iterator[Pop3Node]:
-    port = free_port()
-    config = (
-        ldap_section(slapd)
-        + pop3_section(
-            dovecot_backends["a"].pop3s_port,
-            backend_tls="implicit",
-            backend_ca_file=str(pki.cert_file),
-        )
-        + listener(port)
-    )
-    n = _start(tmp_path_factory.mktemp("pop3-be-implicit"), config, plain=port)
-    yield n
-    n.node.stop()
+    tmp = tmp_path_factory.mktemp("pop3-be-implicit")
+    yield from backend_tls_node(tmp, slapd, dovecot_backends["a"], "implicit", pki)
 
 
 @pytest.fixture(scope="module", params=["starttls", "implicit"])
@@ -255,20 +235,8 @@ def wrong_ca_node(
     wrong_ca: TestCA,
 ) -> Iterator[Pop3Node]:
     mode = request.param
-    backend = dovecot_backends["a"]
-    port = free_port()
-    config = (
-        ldap_section(slapd)
-        + pop3_section(
-            backend.pop3_port if mode == "starttls" else backend.pop3s_port,
-            backend_tls=mode,
-            backend_ca_file=str(wrong_ca.cert_file),
-        )
-        + listener(port)
-    )
-    n = _start(tmp_path_factory.mktemp(f"pop3-wrong-ca-{mode}"), config, plain=port)
-    yield n
-    n.node.stop()
+    tmp = tmp_path_factory.mktemp(f"pop3-wrong-ca-{mode}")
+    yield from backend_tls_node(tmp, slapd, dovecot_backends["a"], mode, wrong_ca)
 
 
 @pytest.fixture(scope="module")

@@ -156,16 +156,11 @@ class RSSSampler(threading.Thread):
 
 
 @pytest.fixture(scope="module")
-def certs(pki: object) -> object:
-    return pki.issue("axfe-smtp-node", ips=("127.0.0.1",), dns=("localhost",))
-
-
-@pytest.fixture(scope="module")
 def main_node(
     tmp_path_factory: pytest.TempPathFactory,
     slapd: object,
     pki: object,
-    certs: object,
+    node_cert: object,
     postfix_backends: dict,
 ) -> Iterator[dict]:
     """LDAP map; verified STARTTLS to the Postfix back-ends; listeners: inbound STARTTLS,
@@ -181,11 +176,11 @@ def main_node(
     config = (
         ldap_map(slapd)
         + service("smtp", a.smtp_port, ca_file=pki.cert_file)
-        + listener("smtp", ports["mx"], "starttls", certs)
+        + listener("smtp", ports["mx"], "starttls", node_cert)
         + service("submission", a.submission_port, ca_file=pki.cert_file)
-        + listener("submission", ports["submission"], "starttls", certs)
-        + listener("submission", ports["smtps"], "implicit", certs)
-        + listener("submission", ports["strict"], "starttls", certs, loopback_plaintext=False)
+        + listener("submission", ports["submission"], "starttls", node_cert)
+        + listener("submission", ports["smtps"], "implicit", node_cert)
+        + listener("submission", ports["strict"], "starttls", node_cert, loopback_plaintext=False)
     )
     node = start_node(
         tmp_path_factory.mktemp("smtp-main"), config, [("127.0.0.1", p) for p in ports.values()]
