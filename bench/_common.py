@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import os
 import platform
+import shutil
+import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 
 def percentile(values: Sequence[float], p: float) -> float:
@@ -76,3 +79,12 @@ def rss_kib(pid: int) -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     return 0
+
+
+def remove_work_dirs(keep: bool, *dirs: Path) -> None:
+    """Remove a bench's temp dirs at the end, or say where they are (C{--keep})."""
+    if keep:
+        print(f"kept {' and '.join(str(d) for d in dirs)}", file=sys.stderr)
+        return
+    for d in dirs:
+        shutil.rmtree(d, ignore_errors=True)

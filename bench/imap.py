@@ -40,7 +40,6 @@ import asyncio
 import imaplib
 import os
 import resource
-import shutil
 import socket
 import ssl
 import statistics
@@ -56,7 +55,15 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from _common import cpu_seconds, machine, percentile, process_tree_cpu, rss_kib, table  # noqa: E402
+from _common import (  # noqa: E402
+    cpu_seconds,
+    machine,
+    percentile,
+    process_tree_cpu,
+    remove_work_dirs,
+    rss_kib,
+    table,
+)
 from _logins import login_load  # noqa: E402
 from _nginx import start_nginx_mail  # noqa: E402
 
@@ -659,11 +666,7 @@ def main() -> None:
         if directory is not None:
             directory.stop()
         dovecot.stop()
-        if not args.keep:
-            shutil.rmtree(work, ignore_errors=True)
-            shutil.rmtree(mail_root, ignore_errors=True)
-        else:
-            print(f"kept {work} and {mail_root}", file=sys.stderr)
+        remove_work_dirs(args.keep, work, mail_root)
 
 
 if __name__ == "__main__":

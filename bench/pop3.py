@@ -31,7 +31,6 @@ import argparse
 import asyncio
 import imaplib
 import os
-import shutil
 import socket
 import statistics
 import subprocess
@@ -46,7 +45,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from _common import cpu_seconds, machine, percentile, process_tree_cpu, table  # noqa: E402
+from _common import cpu_seconds, machine, percentile, process_tree_cpu, remove_work_dirs, table  # noqa: E402
 from _logins import LoginRun, login_load  # noqa: E402
 from _nginx import start_nginx_mail  # noqa: E402
 
@@ -481,11 +480,7 @@ def main() -> None:
         if directory is not None:
             directory.stop()
         dovecot.stop()
-        if not args.keep:
-            shutil.rmtree(work, ignore_errors=True)
-            shutil.rmtree(mail_root, ignore_errors=True)
-        else:
-            print(f"kept {work} and {mail_root}", file=sys.stderr)
+        remove_work_dirs(args.keep, work, mail_root)
 
 
 if __name__ == "__main__":

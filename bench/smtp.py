@@ -33,7 +33,6 @@ import argparse
 import multiprocessing
 import os
 import random
-import shutil
 import smtplib
 import sys
 import tempfile
@@ -45,7 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from _common import cpu_seconds, machine, rss_kib, table  # noqa: E402
+from _common import cpu_seconds, machine, remove_work_dirs, rss_kib, table  # noqa: E402
 
 from tests.integration.directory_data import User  # noqa: E402
 from tests.integration.node import Node, start_node  # noqa: E402
@@ -292,11 +291,7 @@ def main() -> None:
             node.stop()
         postfix.stop()
         dovecot.stop()
-        if not args.keep:
-            shutil.rmtree(work, ignore_errors=True)
-            shutil.rmtree(mail_root, ignore_errors=True)
-        else:
-            print(f"kept {work} and {mail_root}", file=sys.stderr)
+        remove_work_dirs(args.keep, work, mail_root)
 
 
 if __name__ == "__main__":
